@@ -1,0 +1,199 @@
+//! `perch run`: the long-running service.
+//!
+//! Wiring: one capture thread per camera → [`FrameHub`] (newest frame per camera) → the detection thread →
+//! a bounded channel → the output stage. Shutdown is one [`CancellationToken`]: SIGTERM/SIGINT (or every file
+//! camera finishing) cancels it, captures stop, the detector drains the frames already captured, the output
+//! stage drains the channel, and the [`JoinSet`] is awaited before exit.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::{self, Camera, CameraSnapshot, CameraState, CameraStatus, FrameHub};
+use crate::config::Config;
+use crate::detect::worker::{DetectStats, DetectWorker, FrameDetections};
+use crate::detect::{Detection, DetectorState, ModelManifest};
+
+/// How the service reports what it detects (until events and MQTT take over).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// One JSON line per processed frame on stdout.
+    pub print_detections: bool,
+}
+
+/// Depth of the detector → output channel.
+const OUTPUT_QUEUE: usize = 64;
+/// How long a clean shutdown may take before perch gives up waiting for its tasks.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval of the periodic status line in the log.
+const STATUS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Runs the service until SIGTERM/SIGINT, or until every camera is a finished non-looping file.
+pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+    capture::pipeline::init()?;
+    match ModelManifest::load(&config.detector.model) {
+        Ok(manifest) => {
+            let problems = super::model::check_labels(&config, &manifest);
+            if !problems.is_empty() {
+                anyhow::bail!("{}", problems.iter().map(|p| format!("`{}`: {}", p.key, p.message)).collect::<Vec<_>>().join("\n"));
+            }
+        }
+        // The detector keeps retrying and reports itself failed; cameras still run.
+        Err(e) => tracing::error!("{e}"),
+    }
+
+    let cancel = CancellationToken::new();
+    let hub = Arc::new(FrameHub::new(config.cameras.len()));
+    let statuses: Vec<Arc<CameraStatus>> = config.cameras.iter().map(|c| Arc::new(CameraStatus::new(&c.id, c.masked_source(), c.enabled))).collect();
+    let (model_w, model_h) = ModelManifest::load(&config.detector.model).map(|m| (m.input.width, m.input.height)).unwrap_or((640, 640));
+
+    let mut tasks = JoinSet::new();
+    for (index, cam) in config.cameras.iter().enumerate() {
+        if !cam.enabled {
+            tracing::info!(camera = %cam.id, "camera disabled in config");
+            continue;
+        }
+        let camera = Camera {
+            index,
+            config: cam.clone(),
+            fit: cam.detect_size.map(|[w, h]| (w, h)).unwrap_or((model_w, model_h)),
+            hub: hub.clone(),
+            status: statuses[index].clone(),
+        };
+        let cancel = cancel.clone();
+        tasks.spawn_blocking(move || camera.run(cancel));
+    }
+
+    let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
+    let (state_tx, state_rx) = watch::channel(DetectorState::Loading);
+    let stats = Arc::new(DetectStats::default());
+    let worker = DetectWorker {
+        config: config.detector.clone(),
+        engine_cache: config.engine_cache_dir(),
+        labels: config.cameras.iter().map(|c| c.labels.clone()).collect(),
+        min_scores: config.cameras.iter().map(|c| c.min_score).collect(),
+        hub: hub.clone(),
+        out: tx,
+        state: state_tx,
+        stats: stats.clone(),
+    };
+    {
+        let cancel = cancel.clone();
+        tasks.spawn_blocking(move || worker.run(cancel));
+    }
+    let ids: Vec<String> = config.cameras.iter().map(|c| c.id.clone()).collect();
+    tasks.spawn(output(rx, ids, opts.clone()));
+    tasks.spawn(watch_status(statuses.clone(), state_rx, stats.clone(), cancel.clone()));
+
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutdown requested; draining"),
+        _ = all_finished(statuses.clone()), if config.cameras.iter().any(|c| c.enabled) => tracing::info!("every camera has finished; stopping"),
+    }
+    cancel.cancel();
+    hub.wake();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(res) = tasks.join_next().await {
+            if let Err(e) = res {
+                tracing::error!("task ended abnormally: {e}");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some tasks did not stop within {} s; exiting anyway", DRAIN_TIMEOUT.as_secs());
+    }
+    for s in &statuses {
+        let snap = s.snapshot();
+        tracing::info!(camera = %snap.id, frames = snap.frames, dropped_detector_busy = snap.dropped_detector_busy, dropped_sink = snap.dropped_sink, reconnects = snap.reconnects, "camera totals");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Resolves once every enabled camera has ended (only non-looping files do).
+async fn all_finished(statuses: Vec<Arc<CameraStatus>>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if statuses.iter().all(|s| matches!(s.state(), CameraState::Ended | CameraState::Disabled)) {
+            return;
+        }
+    }
+}
+
+/// One line per processed frame, as printed by `--print-detections`.
+#[derive(Serialize)]
+struct FrameLine<'a> {
+    camera: &'a str,
+    seq: u64,
+    pts_ms: Option<f64>,
+    ts_ms: u64,
+    ts: String,
+    width: u32,
+    height: u32,
+    inference_ms: f64,
+    detections: &'a [Detection],
+}
+
+/// The output stage: for now, JSON lines on stdout and a debug log line per frame. Ends when the detector
+/// closes the channel, after everything queued was written.
+async fn output(mut rx: mpsc::Receiver<FrameDetections>, ids: Vec<String>, opts: RunOptions) {
+    let mut line = Vec::with_capacity(4096);
+    while let Some(f) = rx.recv().await {
+        let camera = ids[f.camera].as_str();
+        tracing::debug!(camera, seq = f.seq, detections = f.detections.len(), inference_ms = f.timings.inference.as_secs_f64() * 1e3, "frame");
+        if !opts.print_detections {
+            continue;
+        }
+        let record = FrameLine {
+            camera,
+            seq: f.seq,
+            pts_ms: f.pts.map(|p| p.as_secs_f64() * 1e3),
+            ts_ms: f.wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            ts: humantime::format_rfc3339_millis(f.wall).to_string(),
+            width: f.source_width,
+            height: f.source_height,
+            inference_ms: f.timings.inference.as_secs_f64() * 1e3,
+            detections: &f.detections,
+        };
+        line.clear();
+        if serde_json::to_writer(&mut line, &record).is_ok() {
+            line.push(b'\n');
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&line).and_then(|_| out.flush());
+        }
+    }
+}
+
+/// Logs camera and detector state changes as they happen, and a status line every [`STATUS_INTERVAL`].
+async fn watch_status(statuses: Vec<Arc<CameraStatus>>, mut detector: watch::Receiver<DetectorState>, stats: Arc<DetectStats>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = detector.changed() => {
+                if changed.is_err() { return; }
+                let state = detector.borrow_and_update().clone();
+                tracing::info!(detector = ?state, "detector state");
+            }
+            _ = tick.tick() => {
+                let cams: Vec<CameraSnapshot> = statuses.iter().map(|s| s.snapshot()).collect();
+                let summary = cams.iter().map(|c| format!("{}={:?} frames={} dropped={}", c.id, c.state, c.frames, c.dropped_detector_busy + c.dropped_sink)).collect::<Vec<_>>().join(" ");
+                tracing::info!(detected_frames = stats.frames.load(std::sync::atomic::Ordering::Relaxed), "status: {summary}");
+            }
+        }
+    }
+}

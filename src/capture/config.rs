@@ -1,0 +1,123 @@
+//! Per-camera configuration (`[[camera]]` tables).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::source::Source;
+use crate::config::{Problem, is_identifier};
+
+/// How RTSP media is carried. TCP (interleaved) is the default: it survives NAT, firewalls and lossy Wi-Fi
+/// bridges that drop UDP, at a small latency cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    #[default]
+    Tcp,
+    Udp,
+    /// Let rtspsrc try UDP, then fall back to TCP.
+    Auto,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// Short unique name (letters, digits, `-`, `_`): used in topics, file names and logs.
+    pub id: String,
+    /// `rtsp://[user:pass@]host[:port]/path`, `file:///path/video.mp4`, `v4l2:///dev/video0`, `test://PATTERN`.
+    pub source: String,
+    /// A disabled camera is configured but not opened.
+    pub enabled: bool,
+    /// Frames per second handed to the detector; the pipeline drops the rest before decoding work downstream.
+    pub detect_fps: f64,
+    /// `[width, height]` box that frames are scaled into (aspect kept) before detection. Default: the model's
+    /// input size, which makes letterboxing a plain copy.
+    pub detect_size: Option<[u32; 2]>,
+    /// Labels to report (model label names). Empty: all labels.
+    pub labels: Vec<String>,
+    /// Detections scoring below this are not reported.
+    pub min_score: f32,
+    /// A stream that delivers no frame for this long is treated as failed and reconnected.
+    pub stall_timeout_s: f64,
+    /// First reconnect delay; doubles on each failure up to `reconnect_max_s`, with ±20 % jitter.
+    pub reconnect_initial_s: f64,
+    pub reconnect_max_s: f64,
+    /// `file://` sources: start over at the end of the file (true), or end the camera (false).
+    pub loop_file: bool,
+    pub rtsp_transport: RtspTransport,
+    /// RTSP jitter-buffer latency.
+    pub rtsp_latency_ms: u32,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            source: String::new(),
+            enabled: true,
+            detect_fps: 5.0,
+            detect_size: None,
+            labels: Vec::new(),
+            min_score: 0.5,
+            stall_timeout_s: 10.0,
+            reconnect_initial_s: 1.0,
+            reconnect_max_s: 60.0,
+            loop_file: true,
+            rtsp_transport: RtspTransport::Tcp,
+            rtsp_latency_ms: 200,
+        }
+    }
+}
+
+impl CameraConfig {
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        // `file://relative/path` is not a valid URI; accept a bare relative path for convenience in demos.
+        if let Some(rest) = self.source.strip_prefix("file://")
+            && !rest.starts_with('/')
+        {
+            self.source = format!("file://{}", base.join(rest).display());
+        }
+    }
+
+    /// Problems with this camera's settings; `key` is its position, e.g. `camera[2]`.
+    pub fn validate(&self, key: &str) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if self.id.is_empty() {
+            p.push(Problem::new(format!("{key}.id"), "missing: give the camera a short name, e.g. id = \"gate\""));
+        } else if !is_identifier(&self.id) {
+            p.push(Problem::new(format!("{key}.id"), format!("{:?} may only contain letters, digits, `-` and `_`", self.id)));
+        }
+        if let Err(e) = Source::parse(&self.source) {
+            p.push(Problem::new(format!("{key}.source"), e.to_string()));
+        }
+        if !(self.detect_fps > 0.0 && self.detect_fps <= 60.0) {
+            p.push(Problem::new(format!("{key}.detect_fps"), format!("{} is out of range: use a rate above 0 and at most 60", self.detect_fps)));
+        }
+        if let Some([w, h]) = self.detect_size
+            && !((32..=4096).contains(&w) && (32..=4096).contains(&h))
+        {
+            p.push(Problem::new(format!("{key}.detect_size"), format!("[{w}, {h}] is out of range: each side must be 32..=4096 pixels")));
+        }
+        if !(0.0..=1.0).contains(&self.min_score) {
+            p.push(Problem::new(format!("{key}.min_score"), format!("{} is out of range: use a score between 0 and 1", self.min_score)));
+        }
+        if !(self.stall_timeout_s >= 1.0 && self.stall_timeout_s <= 3600.0) {
+            p.push(Problem::new(format!("{key}.stall_timeout_s"), format!("{} is out of range: use 1..=3600 seconds", self.stall_timeout_s)));
+        }
+        if !(self.reconnect_initial_s >= 0.05 && self.reconnect_initial_s <= 3600.0) {
+            p.push(Problem::new(format!("{key}.reconnect_initial_s"), format!("{} is out of range: use 0.05..=3600 seconds", self.reconnect_initial_s)));
+        }
+        if !(self.reconnect_max_s >= self.reconnect_initial_s && self.reconnect_max_s <= 3600.0) {
+            p.push(Problem::new(format!("{key}.reconnect_max_s"), format!("{} must be at least reconnect_initial_s and at most 3600", self.reconnect_max_s)));
+        }
+        if self.rtsp_latency_ms > 10_000 {
+            p.push(Problem::new(format!("{key}.rtsp_latency_ms"), format!("{} is out of range: use at most 10000 ms", self.rtsp_latency_ms)));
+        }
+        p
+    }
+
+    /// The masked source URI, for logs and status output.
+    pub fn masked_source(&self) -> String {
+        crate::util::mask_uri(&self.source)
+    }
+}

@@ -1,0 +1,20 @@
+//! Capture: camera streams in, scaled BGR frames for detection out.
+//!
+//! - [`source`]: the camera URIs perch accepts.
+//! - [`pipeline`]: one GStreamer pipeline (decode → rate limit → scale → BGR → appsink).
+//! - [`camera`]: the supervisor that keeps a camera's pipeline alive (backoff, stall detection).
+//! - [`frame`]: the frame contract and the drop-to-latest hand-off to the detector.
+
+pub mod camera;
+pub mod config;
+pub mod frame;
+pub mod pipeline;
+pub mod source;
+pub mod status;
+
+pub use camera::Camera;
+pub use config::CameraConfig;
+pub use frame::{Frame, FrameHub, FrameView};
+pub use pipeline::{CaptureError, CapturePipeline, Pacing, PipelineSpec, Pull};
+pub use source::Source;
+pub use status::{CameraSnapshot, CameraState, CameraStatus};

@@ -1,0 +1,383 @@
+//! One GStreamer pipeline per camera: source → decode → rate limit → scale → BGR → appsink.
+//!
+//! All the per-frame work that can be done before perch sees a frame happens inside GStreamer: frames above
+//! the detect rate are dropped right after decoding (`videorate drop-only`), the rest are scaled to fit the
+//! detect size and converted to BGR, and the appsink keeps only the newest frame (`max-buffers=1 drop=true`)
+//! for live use. Decoding goes through `decodebin`, which picks the highest-ranked decoder: NVDEC
+//! (`nvh264dec`) on a T4 box or `nvv4l2decoder` on a Jetson when their plugins are installed, software
+//! otherwise. On Jetson the NVMM frames are scaled by `nvvidconv`, found at run time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use super::config::RtspTransport;
+use super::frame::Frame;
+use super::source::Source;
+use crate::util::secret::{mask_in_text, secrets_of};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("GStreamer could not start: {0}. Install the GStreamer runtime (scripts/setup.sh does) and check GST_PLUGIN_PATH")]
+    Init(String),
+    #[error(
+        "GStreamer element `{0}` is missing: install the plugin package that provides it (see `gst-inspect-1.0 {0}`; scripts/setup.sh installs the usual set)"
+    )]
+    MissingElement(String),
+    #[error("could not build the capture pipeline: {0}")]
+    Build(String),
+    #[error("stream error from {element}: {message}")]
+    Stream { element: String, message: String },
+    #[error("no frame for {0:.1} s: the stream stalled (check the camera and the network; perch reconnects by itself)")]
+    Stalled(f64),
+    #[error("the source ended before delivering a frame: check that it holds a video stream perch can decode")]
+    NoFrames,
+}
+
+/// How frames are paced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// Service use: live sources as they come, files played at their own speed; the sink keeps only the newest
+    /// frame, so a slow consumer never stalls the camera.
+    RealTime,
+    /// One-shot use (`perch detect`): files decoded as fast as the consumer takes frames, none dropped.
+    AsFastAsConsumed,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct PipelineSpec {
+    pub source: Source,
+    /// Maximum frames per second handed out; `None` for every frame.
+    pub max_fps: Option<f64>,
+    /// Frames are scaled down (aspect kept) to fit this box.
+    pub fit: (u32, u32),
+    pub pacing: Pacing,
+    pub rtsp_transport: RtspTransport,
+    pub rtsp_latency_ms: u32,
+}
+
+/// The result of waiting for a frame.
+#[derive(Debug)]
+pub enum Pull {
+    Frame(Frame),
+    /// Nothing within the timeout; the stream may still be fine.
+    Timeout,
+    /// The source ended.
+    Eos,
+}
+
+/// A built, running capture pipeline.
+pub struct CapturePipeline {
+    pipeline: gst::Pipeline,
+    appsink: gst_app::AppSink,
+    bus: gst::Bus,
+    secrets: Vec<String>,
+    /// Decoded source size, packed as `w << 32 | h`, learnt when the decoder exposes its pad.
+    source_size: Arc<AtomicU64>,
+    /// Buffers that reached the sink, to count the ones it dropped.
+    arrived: Arc<AtomicU64>,
+    pulled: u64,
+    pacing: Pacing,
+    camera: usize,
+}
+
+/// Initialises GStreamer once per process.
+pub fn init() -> Result<(), CaptureError> {
+    gst::init().map_err(|e| CaptureError::Init(e.to_string()))
+}
+
+fn make(factory: &str) -> Result<gst::Element, CaptureError> {
+    gst::ElementFactory::make(factory).build().map_err(|_| CaptureError::MissingElement(factory.to_string()))
+}
+
+/// Scaled size that fits `fit` with the aspect ratio kept, never upscaling, with the width a multiple of 4
+/// so BGR rows need no padding (stride == width × 3).
+pub fn fit_size(src: (u32, u32), fit: (u32, u32)) -> (u32, u32) {
+    let (w, h) = (src.0.max(1) as f64, src.1.max(1) as f64);
+    let r = (fit.0 as f64 / w).min(fit.1 as f64 / h).min(1.0);
+    let sw = ((w * r).floor() as u32 / 4 * 4).max(4);
+    let sh = ((h * r).round() as u32).max(2);
+    (sw, sh)
+}
+
+fn fps_fraction(fps: f64) -> gst::Fraction {
+    let denom = 1000;
+    let numer = (fps * denom as f64).round().max(1.0) as i32;
+    gst::Fraction::new(numer, denom)
+}
+
+impl CapturePipeline {
+    /// Builds the pipeline for `spec` (not yet playing).
+    pub fn build(spec: &PipelineSpec, camera: usize) -> Result<Self, CaptureError> {
+        init()?;
+        let secrets = spec.source.gst_uri().map(|u| secrets_of(&u)).unwrap_or_default();
+        let pipeline = gst::Pipeline::new();
+
+        // Tail: [videorate → rate caps] → scaler → size caps → appsink.
+        let mut tail: Vec<gst::Element> = Vec::new();
+        if let Some(fps) = spec.max_fps.filter(|_| !spec.source.is_image()) {
+            let rate = make("videorate")?;
+            rate.set_property("drop-only", true);
+            let rate_caps = make("capsfilter")?;
+            let range = gst::FractionRange::new(gst::Fraction::new(0, 1), fps_fraction(fps));
+            rate_caps.set_property("caps", gst::Caps::builder("video/x-raw").field("framerate", range).build());
+            tail.push(rate);
+            tail.push(rate_caps);
+        }
+        let size_filter = make("capsfilter")?;
+        let jetson = gst::ElementFactory::find("nvvidconv").is_some();
+        let size_format = if jetson {
+            // nvvidconv reads NVMM memory from the hardware decoder and scales on the VIC.
+            tail.push(make("nvvidconv")?);
+            tail.push(size_filter.clone());
+            tail.push(make("videoconvert")?);
+            "BGRx"
+        } else {
+            tail.push(make("videoscale")?);
+            tail.push(make("videoconvert")?);
+            tail.push(size_filter.clone());
+            "BGR"
+        };
+        let live = spec.pacing == Pacing::RealTime;
+        let appsink = gst_app::AppSink::builder()
+            .caps(&gst::Caps::builder("video/x-raw").field("format", "BGR").build())
+            .max_buffers(if live { 1 } else { 2 })
+            .drop(live)
+            // Files in the service play at their own speed, like a camera; live sources are taken as they come.
+            .sync(live && !spec.source.is_live())
+            .enable_last_sample(false)
+            .build();
+        tail.push(appsink.clone().upcast());
+        pipeline.add_many(&tail).map_err(|e| CaptureError::Build(e.to_string()))?;
+        gst::Element::link_many(&tail).map_err(|e| CaptureError::Build(e.to_string()))?;
+
+        let arrived = Arc::new(AtomicU64::new(0));
+        if let Some(pad) = appsink.static_pad("sink") {
+            let arrived = arrived.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                arrived.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        }
+
+        let source_size = Arc::new(AtomicU64::new(0));
+        let tail_sink = tail[0].static_pad("sink").ok_or_else(|| CaptureError::Build("tail has no sink pad".into()))?;
+        let fit = spec.fit;
+        let on_video_pad = {
+            let source_size = source_size.clone();
+            let size_filter = size_filter.clone();
+            move |caps: &gst::CapsRef| {
+                let s = caps.structure(0)?;
+                let (w, h) = (s.get::<i32>("width").ok()? as u32, s.get::<i32>("height").ok()? as u32);
+                source_size.store(((w as u64) << 32) | h as u64, Ordering::Relaxed);
+                let (sw, sh) = fit_size((w, h), fit);
+                size_filter.set_property(
+                    "caps",
+                    gst::Caps::builder("video/x-raw").field("format", size_format).field("width", sw as i32).field("height", sh as i32).build(),
+                );
+                Some(())
+            }
+        };
+
+        match &spec.source {
+            Source::Test { pattern, width, height, fps } => {
+                let src = make("videotestsrc")?;
+                src.set_property("is-live", true);
+                src.set_property_from_str("pattern", pattern);
+                let caps = gst::Caps::builder("video/x-raw")
+                    .field("width", *width as i32)
+                    .field("height", *height as i32)
+                    .field("framerate", gst::Fraction::new(*fps as i32, 1))
+                    .build();
+                let filter = make("capsfilter")?;
+                filter.set_property("caps", &caps);
+                pipeline.add_many([&src, &filter]).map_err(|e| CaptureError::Build(e.to_string()))?;
+                src.link(&filter).map_err(|e| CaptureError::Build(e.to_string()))?;
+                on_video_pad(&caps);
+                filter.link(&tail[0]).map_err(|e| CaptureError::Build(e.to_string()))?;
+            }
+            other => {
+                let uri = other.gst_uri().expect("non-test sources have a URI");
+                let decode = make("uridecodebin")?;
+                decode.set_property("uri", &uri);
+                if let Source::Rtsp(_) = other {
+                    let transport = spec.rtsp_transport;
+                    let latency = spec.rtsp_latency_ms;
+                    decode.connect("source-setup", false, move |args| {
+                        if let Some(src) = args.get(1).and_then(|v| v.get::<gst::Element>().ok())
+                            && src.has_property("latency")
+                        {
+                            src.set_property("latency", latency);
+                            src.set_property("drop-on-latency", true);
+                            let protocols = match transport {
+                                RtspTransport::Tcp => "tcp",
+                                RtspTransport::Udp => "udp",
+                                RtspTransport::Auto => "udp+udp-mcast+tcp",
+                            };
+                            src.set_property_from_str("protocols", protocols);
+                        }
+                        None
+                    });
+                }
+                pipeline.add(&decode).map_err(|e| CaptureError::Build(e.to_string()))?;
+                let linked = Arc::new(AtomicBool::new(false));
+                let pipeline_weak = pipeline.downgrade();
+                decode.connect_pad_added(move |_, pad| {
+                    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+                    let is_video = caps.structure(0).is_some_and(|s| s.name().starts_with("video/"));
+                    if is_video && !linked.swap(true, Ordering::SeqCst) {
+                        on_video_pad(&caps);
+                        if let Err(e) = pad.link(&tail_sink) {
+                            tracing::warn!("could not link the decoded video: {e:?}");
+                        }
+                        return;
+                    }
+                    // Audio, subtitles or a second video stream: consume and discard, so the demuxer never
+                    // sees not-linked.
+                    if let Some(pipeline) = pipeline_weak.upgrade()
+                        && let Ok(sink) = gst::ElementFactory::make("fakesink").property("sync", false).property("async", false).build()
+                        && pipeline.add(&sink).is_ok()
+                    {
+                        let _ = sink.sync_state_with_parent();
+                        if let Some(sink_pad) = sink.static_pad("sink") {
+                            let _ = pad.link(&sink_pad);
+                        }
+                    }
+                });
+            }
+        }
+
+        if live {
+            // Timestamps in the realtime clock make base_time + running time a wall-clock capture time.
+            let clock: gst::SystemClock = gst::glib::Object::builder().property("clock-type", gst::ClockType::Realtime).build();
+            pipeline.use_clock(Some(&clock));
+        }
+        let bus = pipeline.bus().ok_or_else(|| CaptureError::Build("pipeline has no bus".into()))?;
+        Ok(Self { pipeline, appsink, bus, secrets, source_size, arrived, pulled: 0, pacing: spec.pacing, camera })
+    }
+
+    /// Sets the pipeline playing. Errors in opening the source arrive later, on the bus, through [`Self::pull`].
+    pub fn start(&self) -> Result<(), CaptureError> {
+        match self.pipeline.set_state(gst::State::Playing) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(self.bus_error().unwrap_or_else(|| CaptureError::Build("the pipeline refused to start".into()))),
+        }
+    }
+
+    fn bus_error(&self) -> Option<CaptureError> {
+        while let Some(msg) = self.bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Warning]) {
+            match msg.view() {
+                gst::MessageView::Error(err) => {
+                    let element = msg.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into());
+                    let mut message = err.error().to_string();
+                    if let Some(debug) = err.debug() {
+                        message = format!("{message} ({debug})");
+                    }
+                    return Some(CaptureError::Stream { element, message: mask_in_text(&message, &self.secrets) });
+                }
+                gst::MessageView::Warning(w) => {
+                    tracing::debug!(camera = self.camera, "gstreamer warning: {}", mask_in_text(&w.error().to_string(), &self.secrets));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Waits up to `timeout` for the next frame. `seq` numbers it.
+    pub fn pull(&mut self, timeout: Duration, seq: u64) -> Result<Pull, CaptureError> {
+        if let Some(e) = self.bus_error() {
+            return Err(e);
+        }
+        let Some(sample) = self.appsink.try_pull_sample(gst::ClockTime::from_nseconds(timeout.as_nanos() as u64)) else {
+            if let Some(e) = self.bus_error() {
+                return Err(e);
+            }
+            return Ok(if self.appsink.is_eos() { Pull::Eos } else { Pull::Timeout });
+        };
+        self.pulled += 1;
+        let caps = sample.caps().ok_or_else(|| CaptureError::Build("sample without caps".into()))?;
+        let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| CaptureError::Build(e.to_string()))?;
+        let buffer = sample.buffer_owned().ok_or_else(|| CaptureError::Build("sample without buffer".into()))?;
+        let pts = buffer.pts();
+        let wall = self.wall_clock(&sample, pts);
+        let mapped = buffer.into_mapped_buffer_readable().map_err(|_| CaptureError::Build("could not map a frame buffer".into()))?;
+        let packed = self.source_size.load(Ordering::Relaxed);
+        let (sw, sh) = if packed == 0 { (info.width(), info.height()) } else { ((packed >> 32) as u32, packed as u32) };
+        let frame = Frame::new(
+            self.camera,
+            seq,
+            pts.map(|t| Duration::from_nanos(t.nseconds())),
+            wall,
+            (sw, sh),
+            (info.width(), info.height()),
+            info.stride()[0] as usize,
+            mapped,
+        );
+        Ok(Pull::Frame(frame))
+    }
+
+    /// Capture time: for real-time pipelines (clocked by the realtime system clock) the frame's running time
+    /// plus the pipeline's base time; the current time otherwise, or when that looks wrong.
+    fn wall_clock(&self, sample: &gst::Sample, pts: Option<gst::ClockTime>) -> SystemTime {
+        let now = SystemTime::now();
+        if self.pacing != Pacing::RealTime {
+            return now;
+        }
+        let running = pts.and_then(|pts| sample.segment().and_then(|seg| seg.downcast_ref::<gst::format::Time>().and_then(|seg| seg.to_running_time(pts))));
+        match (running, self.pipeline.base_time()) {
+            (Some(rt), Some(base)) => {
+                let wall = UNIX_EPOCH + Duration::from_nanos((base + rt).nseconds());
+                let skew = now.duration_since(wall).or_else(|e| Ok::<_, ()>(e.duration())).unwrap_or_default();
+                if skew < Duration::from_secs(10) { wall } else { now }
+            }
+            _ => now,
+        }
+    }
+
+    /// Frames the sink dropped because perch had not pulled the previous one yet.
+    pub fn sink_drops(&self) -> u64 {
+        self.arrived.load(Ordering::Relaxed).saturating_sub(self.pulled + 1)
+    }
+
+    /// Decoded size of the source, once known.
+    pub fn source_size(&self) -> Option<(u32, u32)> {
+        let packed = self.source_size.load(Ordering::Relaxed);
+        (packed != 0).then_some(((packed >> 32) as u32, packed as u32))
+    }
+}
+
+impl Drop for CapturePipeline {
+    fn drop(&mut self) {
+        // Tears down sockets and decoder state; blocking is fine on the capture thread.
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_keeps_aspect_and_aligns_width() {
+        assert_eq!(fit_size((1280, 720), (416, 416)), (416, 234));
+        assert_eq!(fit_size((768, 576), (416, 416)), (416, 312));
+        assert_eq!(fit_size((720, 1280), (416, 416)), (232, 416));
+        // Never upscales.
+        assert_eq!(fit_size((320, 240), (416, 416)), (320, 240));
+        // Width rounded down to a multiple of 4.
+        assert_eq!(fit_size((1001, 500), (1001, 1001)).0 % 4, 0);
+    }
+
+    #[test]
+    fn fps_fractions() {
+        assert_eq!(fps_fraction(5.0), gst::Fraction::new(5000, 1000));
+        assert_eq!(fps_fraction(0.5), gst::Fraction::new(500, 1000));
+    }
+}

@@ -1,0 +1,119 @@
+//! Live state of each camera, shared between its capture thread and whoever reports status.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// Where a camera is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraState {
+    /// Opening the stream (first time or after a failure).
+    Connecting,
+    /// Delivering frames.
+    Online,
+    /// Failed; waiting to retry.
+    Offline,
+    /// A non-looping file source reached its end.
+    Ended,
+    /// Configured with `enabled = false`.
+    Disabled,
+}
+
+impl CameraState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Connecting,
+            1 => Self::Online,
+            2 => Self::Offline,
+            3 => Self::Ended,
+            _ => Self::Disabled,
+        }
+    }
+}
+
+/// Counters and state of one camera. All updates are lock-free except the last error text.
+#[derive(Debug)]
+pub struct CameraStatus {
+    pub id: String,
+    /// Source URI with credentials masked: safe to print.
+    pub source: String,
+    state: AtomicU8,
+    /// Frames delivered to the detector hand-off.
+    pub frames: AtomicU64,
+    /// Frames replaced in the hand-off before the detector took them (detector busy).
+    pub dropped_detector_busy: AtomicU64,
+    /// Frames the pipeline's sink dropped before perch pulled them (capture thread late).
+    pub dropped_sink: AtomicU64,
+    /// Times the stream was opened again after a failure.
+    pub reconnects: AtomicU64,
+    /// Wall-clock time of the last frame, in ms since the Unix epoch (0: never).
+    pub last_frame_ms: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A point-in-time copy of a camera's status, for logs and status output.
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraSnapshot {
+    pub id: String,
+    pub source: String,
+    pub state: CameraState,
+    pub frames: u64,
+    pub dropped_detector_busy: u64,
+    pub dropped_sink: u64,
+    pub reconnects: u64,
+    pub last_frame_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+impl CameraStatus {
+    pub fn new(id: &str, masked_source: String, enabled: bool) -> Self {
+        Self {
+            id: id.to_string(),
+            source: masked_source,
+            state: AtomicU8::new(if enabled { CameraState::Connecting as u8 } else { CameraState::Disabled as u8 }),
+            frames: AtomicU64::new(0),
+            dropped_detector_busy: AtomicU64::new(0),
+            dropped_sink: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            last_frame_ms: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub fn state(&self) -> CameraState {
+        CameraState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Sets the state; returns the previous one.
+    pub fn set_state(&self, state: CameraState) -> CameraState {
+        CameraState::from_u8(self.state.swap(state as u8, Ordering::Relaxed))
+    }
+
+    pub fn set_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    pub fn record_frame(&self, wall: SystemTime) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        let ms = wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        self.last_frame_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CameraSnapshot {
+        let last = self.last_frame_ms.load(Ordering::Relaxed);
+        CameraSnapshot {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            state: self.state(),
+            frames: self.frames.load(Ordering::Relaxed),
+            dropped_detector_busy: self.dropped_detector_busy.load(Ordering::Relaxed),
+            dropped_sink: self.dropped_sink.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            last_frame_ms: (last != 0).then_some(last),
+            last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The service's detection loop: takes the newest frame of each camera, detects, filters per camera, and
+//! hands the result to the next stage over a bounded channel.
+//!
+//! Model loading happens here, on the worker's own thread, so cameras come online while a TensorRT engine
+//! is still being built. A model that fails to load is retried with backoff (a GPU driver that comes up late,
+//! a model file restored by an update), and the failure is visible in the detector state meanwhile.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{DetectError, Detections, Detector, DetectorConfig, DetectorState, Timings};
+use crate::capture::FrameHub;
+use crate::capture::camera::sleep_cancellable;
+use crate::util::Backoff;
+
+/// What the detector produces for each frame it processed (with or without detections).
+#[derive(Debug, Clone)]
+pub struct FrameDetections {
+    pub camera: usize,
+    pub seq: u64,
+    pub pts: Option<Duration>,
+    pub wall: SystemTime,
+    pub source_width: u32,
+    pub source_height: u32,
+    pub detections: Detections,
+    pub timings: Timings,
+}
+
+/// Which detections a camera reports.
+#[derive(Debug, Clone)]
+pub struct CameraFilter {
+    /// Class ids to keep; `None` keeps all.
+    pub classes: Option<Vec<u16>>,
+    pub min_score: f32,
+}
+
+/// Counters of the detection loop.
+#[derive(Debug, Default)]
+pub struct DetectStats {
+    pub frames: AtomicU64,
+    pub errors: AtomicU64,
+    /// Last inference time in microseconds.
+    pub last_inference_us: AtomicU64,
+}
+
+pub struct DetectWorker {
+    pub config: DetectorConfig,
+    pub engine_cache: PathBuf,
+    /// Filters by camera label names, resolved to class ids once the model is known.
+    pub labels: Vec<Vec<String>>,
+    pub min_scores: Vec<f32>,
+    pub hub: Arc<FrameHub>,
+    pub out: mpsc::Sender<FrameDetections>,
+    pub state: watch::Sender<DetectorState>,
+    pub stats: Arc<DetectStats>,
+}
+
+impl DetectWorker {
+    /// Runs until cancelled; on cancellation, frames already waiting are still detected and handed on.
+    pub fn run(self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300), 0.2);
+        let report = |s: DetectorState| {
+            let _ = self.state.send(s);
+        };
+        let mut detector = loop {
+            match Detector::load(&self.config, &self.engine_cache, &report) {
+                Ok(d) => break d,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::error!("detector failed to load: {e}; retrying in {:.0} s", delay.as_secs_f64());
+                    report(DetectorState::Failed { error: e.to_string() });
+                    if sleep_cancellable(delay, &cancel) {
+                        return;
+                    }
+                }
+            }
+        };
+        let filters: Vec<CameraFilter> = self
+            .labels
+            .iter()
+            .zip(&self.min_scores)
+            .map(|(labels, &min_score)| CameraFilter {
+                classes: (!labels.is_empty()).then(|| labels.iter().filter_map(|l| detector.manifest().label_index(l).map(|i| i as u16)).collect()),
+                min_score,
+            })
+            .collect();
+
+        let mut found = Detections::new();
+        loop {
+            let draining = cancel.is_cancelled();
+            let timeout = if draining { Duration::ZERO } else { Duration::from_millis(100) };
+            let Some(frame) = self.hub.take(timeout) else {
+                if draining {
+                    break;
+                }
+                continue;
+            };
+            let filter = &filters[frame.camera];
+            match detector.detect(&frame.view(), filter.min_score, &mut found) {
+                Ok(timings) => {
+                    self.stats.frames.fetch_add(1, Ordering::Relaxed);
+                    self.stats.last_inference_us.store(timings.inference.as_micros() as u64, Ordering::Relaxed);
+                    let mut result = FrameDetections {
+                        camera: frame.camera,
+                        seq: frame.seq,
+                        pts: frame.pts,
+                        wall: frame.wall,
+                        source_width: frame.source_width,
+                        source_height: frame.source_height,
+                        detections: Detections::new(),
+                        timings,
+                    };
+                    drop(frame);
+                    for d in found.iter().filter(|d| filter.classes.as_ref().is_none_or(|c| c.contains(&d.class_id))) {
+                        // Same capacity: cannot overflow.
+                        let _ = result.detections.push(d.clone());
+                    }
+                    // Blocks when the next stage is behind: frames then drop at the hub, counted per camera.
+                    if self.out.blocking_send(result).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let n = self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    log_detect_error(n, &e);
+                }
+            }
+        }
+        tracing::debug!("detector stopped");
+    }
+}
+
+/// Logs the first errors, then one in a hundred: a broken stream must not flood the journal.
+fn log_detect_error(count: u64, e: &DetectError) {
+    if count < 10 || count.is_multiple_of(100) {
+        tracing::error!(errors = count + 1, "detection failed: {e}");
+    }
+}

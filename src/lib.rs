@@ -1,0 +1,17 @@
+//! perch: an edge video-analytics appliance.
+//!
+//! The module tree follows the data: [`capture`] (camera streams → frames) → [`detect`] (frames → boxes) →
+//! later stages (tracking, events, recording, publishing). [`app`] holds the commands the CLI runs;
+//! [`config`] the configuration file shared by all stages.
+
+pub mod app;
+pub mod capture;
+pub mod config;
+pub mod detect;
+pub mod logging;
+pub mod util;
+
+pub use config::Config;
+
+/// perch's version, as built.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,155 @@
+//! The `perch` command line: a thin layer over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use perch::app;
+use perch::config::{Config, DEFAULT_CONFIG_PATH};
+use perch::detect::{DetectorConfig, ModelManifest, Provider};
+
+#[derive(Parser)]
+#[command(name = "perch", version, about = "Edge video analytics: cameras → detections → events")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (what systemd starts).
+    Run {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Print one JSON line per processed frame on stdout.
+        #[arg(long)]
+        print_detections: bool,
+    },
+    /// Detect objects in images or video files and print one JSON line per detection.
+    Detect {
+        /// Model manifest (.toml) or the .onnx beside it. Default: the configured or installed model.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Config whose [detector] settings to use (default: /etc/perch/perch.toml if it exists).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Frames per second sampled from videos.
+        #[arg(long, default_value_t = 5.0)]
+        fps: f64,
+        /// Minimum score to report.
+        #[arg(long, default_value_t = 0.3)]
+        min_score: f32,
+        /// Execution providers in order, e.g. `tensorrt,cuda,cpu` (default: the config's, or cpu).
+        #[arg(long, value_delimiter = ',')]
+        providers: Option<Vec<String>>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Validate a config file; exits non-zero naming each bad key.
+    CheckConfig {
+        #[arg(default_value = DEFAULT_CONFIG_PATH)]
+        file: PathBuf,
+    },
+    /// Measure per-frame preprocess + inference + postprocess on an image.
+    Bench {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Image to run on (decoded once at full size).
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
+        /// Inference threads (0: ONNX Runtime's default).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long, default_value_t = 0.3)]
+        min_score: f32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = !matches!(cli.command, Command::Run { .. });
+    perch::logging::init(if quiet { "warn" } else { "info" });
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config, print_detections } => {
+            let config = Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            runtime.block_on(app::run::run(config, app::run::RunOptions { print_detections }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Detect { model, config, fps, min_score, providers, files } => {
+            if !(fps > 0.0 && fps <= 120.0) {
+                anyhow::bail!("--fps {fps} is out of range: use a rate above 0 and at most 120");
+            }
+            let config = load_optional_config(config.as_deref())?;
+            let mut detector = detector_config(model.as_deref(), config.as_ref());
+            if let Some(list) = providers {
+                detector.providers = parse_providers(&list)?;
+            }
+            let engine_cache = config.as_ref().map(Config::engine_cache_dir).unwrap_or_else(|| std::env::temp_dir().join("perch-engine-cache"));
+            let opts = app::detect::DetectOptions { detector, engine_cache, fps, min_score };
+            app::detect::run(&files, &opts, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            let manifest = ModelManifest::load(&config.detector.model).with_context(|| format!("{}: `detector.model`", file.display()))?;
+            let problems = app::model::check_labels(&config, &manifest);
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("{}: `{}`: {}", file.display(), p.key, p.message);
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("{}: ok ({} camera(s), model {})", file.display(), config.cameras.len(), manifest.name);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { model, image, iterations, warmup, threads, min_score } => {
+            let mut detector = detector_config(model.as_deref(), None);
+            detector.intra_threads = threads;
+            let report = app::bench::run(&image, &detector, &std::env::temp_dir().join("perch-engine-cache"), iterations.max(1), warmup, min_score)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The config given with `--config`, or the default one when it exists.
+fn load_optional_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<Config>> {
+    match path {
+        Some(p) => Ok(Some(Config::load(p)?)),
+        None if std::path::Path::new(DEFAULT_CONFIG_PATH).exists() => Ok(Some(Config::load(std::path::Path::new(DEFAULT_CONFIG_PATH))?)),
+        None => Ok(None),
+    }
+}
+
+fn detector_config(model: Option<&std::path::Path>, config: Option<&Config>) -> DetectorConfig {
+    let mut d = config.map(|c| c.detector.clone()).unwrap_or_default();
+    d.model = app::model::resolve(model, config);
+    d
+}
+
+fn parse_providers(list: &[String]) -> anyhow::Result<Vec<Provider>> {
+    list.iter()
+        .map(|p| match p.trim().to_ascii_lowercase().as_str() {
+            "tensorrt" | "trt" => Ok(Provider::Tensorrt),
+            "cuda" => Ok(Provider::Cuda),
+            "cpu" => Ok(Provider::Cpu),
+            other => anyhow::bail!("unknown provider {other:?}: use tensorrt, cuda or cpu"),
+        })
+        .collect()
+}
