@@ -20,6 +20,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/perch/perch.toml";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Identifies this box to the fleet: MQTT topics, event ids, logs. Letters, digits, `-` and `_`.
+    /// Empty: `perch-` and the first 12 characters of `/etc/machine-id`, so one image serves a whole fleet.
     pub device_id: String,
     /// Where perch keeps state that must survive restarts (engine cache, outbox, recordings index).
     pub state_dir: PathBuf,
@@ -69,6 +70,9 @@ impl Config {
         if let Some(dir) = path.parent() {
             config.resolve_paths(dir);
         }
+        if config.device_id.is_empty() {
+            config.device_id = default_device_id().unwrap_or_default();
+        }
         let problems = config.validate();
         if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { path: path.to_path_buf(), problems }) }
     }
@@ -106,7 +110,8 @@ impl Config {
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         if self.device_id.is_empty() {
-            problems.push(Problem::new("device_id", "missing: set a unique id for this box, e.g. device_id = \"site12-gate\""));
+            problems
+                .push(Problem::new("device_id", "missing and /etc/machine-id is unreadable: set a unique id for this box, e.g. device_id = \"site12-gate\""));
         } else if !is_identifier(&self.device_id) {
             problems.push(Problem::new(
                 "device_id",
@@ -132,6 +137,13 @@ impl Config {
     pub fn engine_cache_dir(&self) -> PathBuf {
         self.detector.engine_cache_dir.clone().unwrap_or_else(|| self.state_dir.join("engine-cache"))
     }
+}
+
+/// `perch-<first 12 hex digits of /etc/machine-id>`, the device id of a box whose config sets none.
+pub fn default_device_id() -> Option<String> {
+    let id = std::fs::read_to_string("/etc/machine-id").ok()?;
+    let id = id.trim();
+    (id.len() >= 12 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| format!("perch-{}", &id[..12]))
 }
 
 /// Letters, digits, `-` and `_`: safe in MQTT topics, file names and metric labels.

@@ -1,6 +1,8 @@
 //! Logging: to the journal with structured fields when running under systemd, plain text on stderr
 //! otherwise. `PERCH_LOG` (or `RUST_LOG`) sets the filter, e.g. `PERCH_LOG=perch=debug`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -18,5 +20,8 @@ pub fn init(default: &str) {
         let _ = tracing_subscriber::registry().with(filter).with(journald.with_syslog_identifier("perch".into())).try_init();
         return;
     }
-    let _ = tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false)).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false))
+        .try_init();
 }

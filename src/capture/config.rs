@@ -75,7 +75,9 @@ impl CameraConfig {
         if let Some(rest) = self.source.strip_prefix("file://")
             && !rest.starts_with('/')
         {
-            self.source = format!("file://{}", base.join(rest).display());
+            let path = base.join(rest);
+            let path = std::fs::canonicalize(&path).unwrap_or(path);
+            self.source = format!("file://{}", path.display());
         }
     }
 

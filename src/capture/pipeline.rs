@@ -277,7 +277,7 @@ impl CapturePipeline {
                     let element = msg.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into());
                     let mut message = err.error().to_string();
                     if let Some(debug) = err.debug() {
-                        message = format!("{message} ({debug})");
+                        message = format!("{message} ({})", debug.replace('\n', "; "));
                     }
                     return Some(CaptureError::Stream { element, message: mask_in_text(&message, &self.secrets) });
                 }

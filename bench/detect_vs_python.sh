@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Per-frame detection cost: perch vs the same work in Python (onnxruntime + numpy + OpenCV).
+#
+# Builds perch (release), sets up a Python venv with the same ONNX Runtime version, then for each thread count
+# runs `perch bench` and bench/python_frame.py alternately, ROUNDS times each, and prints per stage the
+# perch median, the Python median and perch/python, with the goals (total <= 0.8, inference <= 1.02).
+# See bench/README.md.
+#
+# Usage (from anywhere; paths are relative to the repo root):
+#   bash bench/detect_vs_python.sh [--image PATH] [--iterations N] [--warmup N] [--threads "1 2"] [--rounds N]
+# or the same through the environment: IMAGE, ITERATIONS, WARMUP, THREADS, ROUNDS.
+# STRICT=1 makes it exit 3 when a goal is missed (default: report only).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+ORT_VERSION=1.31.1 # the version scripts/setup.sh installs for perch; Python must run the same one
+VENV=.local/bench-venv
+ORT_LIB=.local/onnxruntime/libonnxruntime.so
+MODEL=models/yolox_nano.toml
+MIN_SCORE=0.3
+GOAL_TOTAL=0.8
+GOAL_INFERENCE=1.02
+
+if [[ -z "${IMAGE:-}" ]]; then
+    if [[ -d ../shared/media ]]; then IMAGE=../shared/media/pedestrians-frame.jpg; else IMAGE=.local/media/pedestrians-frame.jpg; fi
+fi
+ITERATIONS=${ITERATIONS:-200}
+WARMUP=${WARMUP:-20}
+THREADS=${THREADS:-1}
+ROUNDS=${ROUNDS:-3}
+STRICT=${STRICT:-0}
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --image) IMAGE=$2; shift 2 ;;
+        --iterations) ITERATIONS=$2; shift 2 ;;
+        --warmup) WARMUP=$2; shift 2 ;;
+        --threads) THREADS=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+for n in "$ITERATIONS" "$WARMUP" "$ROUNDS" $THREADS; do
+    [[ "$n" =~ ^[0-9]+$ ]] || { echo "not a number: $n (ITERATIONS, WARMUP, ROUNDS and THREADS take whole numbers)" >&2; exit 2; }
+done
+[[ "$ITERATIONS" -ge 1 && "$ROUNDS" -ge 1 ]] || { echo "ITERATIONS and ROUNDS must be at least 1" >&2; exit 2; }
+
+# --- what perch needs, installed by scripts/setup.sh ------------------------------------------------------
+missing=()
+[[ -e "$ORT_LIB" ]] || missing+=("$ORT_LIB")
+[[ -e models/yolox_nano.onnx ]] || missing+=(models/yolox_nano.onnx)
+if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "missing: ${missing[*]}" >&2
+    echo "run scripts/setup.sh first (it installs ONNX Runtime $ORT_VERSION and the model), then rerun this." >&2
+    exit 1
+fi
+[[ -f "$IMAGE" ]] || { echo "image not found: $IMAGE (set IMAGE or --image)" >&2; exit 1; }
+export ORT_DYLIB_PATH="$ROOT/$ORT_LIB"
+
+# --- Python venv (idempotent) ---------------------------------------------------------------------------
+venv_ok() {
+    [[ -x "$VENV/bin/python" ]] &&
+        "$VENV/bin/python" -c "import sys, cv2, numpy, onnxruntime; sys.exit(onnxruntime.__version__ != '$ORT_VERSION')" 2>/dev/null
+}
+if ! venv_ok; then
+    echo "== setting up $VENV (onnxruntime==$ORT_VERSION, numpy, opencv-python-headless)" >&2
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+        { echo "python3 >= 3.11 is needed (bench/python_frame.py reads the manifest with tomllib)" >&2; exit 1; }
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        python3 -m venv "$VENV" || { echo "cannot create a venv: on Debian, apt-get install python3-venv" >&2; exit 1; }
+    fi
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
+    "$VENV/bin/python" -m pip install --quiet "onnxruntime==$ORT_VERSION" numpy opencv-python-headless >&2
+    venv_ok || { echo "$VENV is still not usable after installing" >&2; exit 1; }
+fi
+PY="$ROOT/$VENV/bin/python"
+
+# --- perch ----------------------------------------------------------------------------------------------
+echo "== cargo build --release" >&2
+cargo build --release --quiet
+PERCH="$ROOT/target/release/perch"
+
+# The ONNX Runtime version perch loads, asked of the library itself (OrtGetApiBase()->GetVersionString()).
+perch_ort_version=$("$PY" - "$ORT_DYLIB_PATH" <<'EOF'
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.OrtGetApiBase.restype = ctypes.POINTER(ctypes.c_void_p * 2)  # struct { GetApi, GetVersionString }
+get_version = ctypes.CFUNCTYPE(ctypes.c_char_p)(lib.OrtGetApiBase().contents[1])
+print(get_version().decode())
+EOF
+)
+
+# --- the runs ---------------------------------------------------------------------------------------------
+OUT=$(mktemp -d "${TMPDIR:-/tmp}/perch-vs-python.XXXXXX")
+trap 'rm -rf "$OUT"' EXIT
+
+run_perch() { # threads round
+    "$PERCH" bench --model "$MODEL" --image "$IMAGE" --iterations "$ITERATIONS" --warmup "$WARMUP" \
+        --threads "$1" --min-score "$MIN_SCORE" >"$OUT/perch-t$1-r$2.json"
+}
+run_python() { # threads round
+    # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when the environment sets them, slow a current numpy: not for Python.
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY" bench/python_frame.py --model "$MODEL" --image "$IMAGE" \
+        --iterations "$ITERATIONS" --warmup "$WARMUP" --threads "$1" --min-score "$MIN_SCORE" >"$OUT/python-t$1-r$2.json"
+}
+
+for t in $THREADS; do
+    for ((r = 1; r <= ROUNDS; r++)); do
+        # Alternate which side goes first, so a slow start or a noisy neighbour does not always hit the same one.
+        if ((r % 2)); then
+            echo "== threads $t, round $r/$ROUNDS: perch, python" >&2
+            run_perch "$t" "$r"
+            run_python "$t" "$r"
+        else
+            echo "== threads $t, round $r/$ROUNDS: python, perch" >&2
+            run_python "$t" "$r"
+            run_perch "$t" "$r"
+        fi
+    done
+done
+
+# --- the table --------------------------------------------------------------------------------------------
+"$PY" - "$OUT" "$perch_ort_version" "$GOAL_TOTAL" "$GOAL_INFERENCE" "$STRICT" $THREADS <<'EOF'
+import json, statistics, sys
+from pathlib import Path
+
+out, perch_ort, goal_total, goal_inf, strict = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1"
+threads = sys.argv[6:]
+stages = ["preprocess", "inference", "postprocess", "total"]
+missed = False
+
+def load(side, t):
+    return [json.loads(p.read_text()) for p in sorted(out.glob(f"{side}-t{t}-r*.json"))]
+
+first = load("python", threads[0])[0]
+print(f"image {first['image']} ({first['width']}x{first['height']}), {first['iterations']} iterations per run, "
+      f"{len(load('python', threads[0]))} interleaved rounds per side; figures are the median over rounds of each run's median")
+print(f"ONNX Runtime: perch {perch_ort}, python {first['onnxruntime']}"
+      + ("" if perch_ort == first["onnxruntime"] else "  <-- DIFFERENT VERSIONS: the comparison is not like for like")
+      + f"; numpy {first['numpy']}, opencv {first['opencv']}")
+for t in threads:
+    perch, python = load("perch", t), load("python", t)
+    print()
+    print(f"threads {t} ({'ONNX Runtime default' if t == '0' else 'intra-op'}):")
+    print(f"  {'stage':<12} {'perch ms':>9} {'python ms':>10} {'perch/python':>13}  {'rounds perch / python (ms)'}")
+    ratio = {}
+    for s in stages:
+        pv = [r["median_ms"][s] for r in perch]
+        yv = [r["median_ms"][s] for r in python]
+        p, y = statistics.median(pv), statistics.median(yv)
+        ratio[s] = p / y if y > 0 else float("inf")
+        spread = " ".join(f"{v:.2f}" for v in pv) + " / " + " ".join(f"{v:.2f}" for v in yv)
+        print(f"  {s:<12} {p:>9.3f} {y:>10.3f} {ratio[s]:>12.3f}x  {spread}")
+    ok_total, ok_inf = ratio["total"] <= goal_total, ratio["inference"] <= goal_inf
+    missed |= not (ok_total and ok_inf)
+    print(f"  goal total <= {goal_total}x: {'met' if ok_total else 'NOT met'} ({ratio['total']:.3f}x); "
+          f"goal inference <= {goal_inf}x: {'met' if ok_inf else 'NOT met'} ({ratio['inference']:.3f}x)")
+    pd, yd = sorted({r["detections"] for r in perch}), sorted({r["detections"] for r in python})
+    note = "" if abs(pd[0] - yd[0]) <= max(2, 0.1 * yd[0]) else "  <-- differ by more than expected: check both decoders"
+    print(f"  detections: perch {', '.join(map(str, pd))}, python {', '.join(map(str, yd))}{note}")
+sys.exit(3 if strict and missed else 0)
+EOF

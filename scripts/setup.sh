@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Installs everything perch needs to build, run its demo and pass its tests on Debian 12 (bookworm).
+# Idempotent: each step checks what is already there. Run as root (or with sudo available).
+#
+#   scripts/setup.sh            system packages, ONNX Runtime, model, test media
+#
+# Environment:
+#   PERCH_MODEL_PATH   an operator-provided yolox_nano.onnx (checked against the pinned sha256)
+#   PERCH_MODEL_URL    a release URL for it (same check)
+#   ORT_WHEEL          a local onnxruntime wheel to take libonnxruntime.so from, instead of PyPI
+#   PERCH_SKIP_APT=1   skip the system packages (already installed by an image)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SHARED=${PERCH_SHARED:-$ROOT/../shared}
+LOCAL=$ROOT/.local
+ORT_VERSION=1.31.1
+say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+# --- system packages ---------------------------------------------------------------------------
+APT_PACKAGES=(
+  pkg-config build-essential ca-certificates curl unzip python3-pip
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  gstreamer1.0-libav gstreamer1.0-tools
+  # RTSP test server used by the tests (gst-rtsp-server through PyGObject)
+  gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 python3-gi
+  ffmpeg mosquitto mosquitto-clients
+)
+if [ "${PERCH_SKIP_APT:-0}" != 1 ]; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${#missing[@]} system packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    say "system packages present"
+  fi
+  # The broker is started by the tests on their own ports; the packaged service is not needed.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
+    $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  fi
+fi
+command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) and run this again"
+
+# --- ONNX Runtime (from the onnxruntime wheel on PyPI: no other download) -------------------------
+ORT_DIR=$LOCAL/onnxruntime
+if [ ! -e "$ORT_DIR/libonnxruntime.so.$ORT_VERSION" ]; then
+  arch=$(uname -m)
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  if [ -n "${ORT_WHEEL:-}" ]; then
+    cp "$ORT_WHEEL" "$tmp/"
+  else
+    say "downloading onnxruntime==$ORT_VERSION wheel ($arch) from PyPI"
+    python3 -m pip download -q --no-deps --only-binary=:all: --implementation cp --python-version 3.11 \
+      --platform "manylinux_2_28_$arch" --platform "manylinux_2_27_$arch" --platform "manylinux_2_17_$arch" \
+      -d "$tmp" "onnxruntime==$ORT_VERSION" || die "could not download the onnxruntime wheel: check access to PyPI, or set ORT_WHEEL"
+  fi
+  mkdir -p "$ORT_DIR"
+  unzip -o -j -q "$tmp"/onnxruntime-*.whl 'onnxruntime/capi/libonnxruntime.so*' 'onnxruntime/capi/libonnxruntime_providers_shared.so' -d "$ORT_DIR" \
+    || die "the wheel does not contain libonnxruntime.so"
+  ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
+  say "ONNX Runtime $ORT_VERSION installed in $ORT_DIR"
+else
+  say "ONNX Runtime $ORT_VERSION present"
+fi
+
+# --- model ------------------------------------------------------------------------------------
+MANIFEST=$ROOT/models/yolox_nano.toml
+MODEL=$ROOT/models/yolox_nano.onnx
+MODEL_SHA=$(sed -n 's/^sha256 *= *"\([0-9a-f]*\)".*/\1/p' "$MANIFEST")
+[ ${#MODEL_SHA} -eq 64 ] || die "cannot read the pinned sha256 from $MANIFEST"
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+if ! sha_ok "$MODEL" "$MODEL_SHA"; then
+  rm -f "$MODEL"
+  for candidate in "${PERCH_MODEL_PATH:-}" "$SHARED/models/yolox_nano.onnx"; do
+    if [ -n "$candidate" ] && [ -f "$candidate" ]; then
+      sha_ok "$candidate" "$MODEL_SHA" || die "$candidate does not match the pinned sha256 $MODEL_SHA"
+      cp "$candidate" "$MODEL.part" && mv "$MODEL.part" "$MODEL"
+      say "model installed from $candidate"
+      break
+    fi
+  done
+  if [ ! -f "$MODEL" ] && [ -n "${PERCH_MODEL_URL:-}" ]; then
+    say "downloading the model from $PERCH_MODEL_URL"
+    curl -fsSL --retry 3 -o "$MODEL.part" "$PERCH_MODEL_URL" || die "download failed"
+    sha_ok "$MODEL.part" "$MODEL_SHA" || { rm -f "$MODEL.part"; die "the downloaded model does not match the pinned sha256 $MODEL_SHA"; }
+    mv "$MODEL.part" "$MODEL"
+  fi
+  [ -f "$MODEL" ] || die "no model: put ../shared beside the checkout, or set PERCH_MODEL_PATH=/path/to/yolox_nano.onnx or PERCH_MODEL_URL"
+else
+  say "model present (sha256 ok)"
+fi
+
+# --- media for the demo and the tests -----------------------------------------------------------
+MEDIA=$LOCAL/media
+mkdir -p "$MEDIA"
+copy_media() { # name sha256
+  local src=$SHARED/media/$1 dst=$MEDIA/$1
+  sha_ok "$dst" "$2" && return 0
+  [ -f "$src" ] || return 1
+  sha_ok "$src" "$2" || die "$src does not match its sha256 $2"
+  cp "$src" "$dst.part" && mv "$dst.part" "$dst"
+}
+have_shared=1
+copy_media pedestrians-720p-gop1s.mp4 e15ebd8439dcf0cc8cabef067e2e73040dff79909534bf685549535e92055f2d || have_shared=0
+copy_media pedestrians-frame.jpg f6243ef09cae36afb53bbdd3cc2a80cd9c7ed5387ecb528df40daed29aa50478 || have_shared=0
+copy_media dog-bicycle-car.jpg 5a9522051c3cec2bbd2f6323fccba32e8fbf3ddcc2b3e2fd46b04c720bc6f866 || have_shared=0
+if [ -f "$MEDIA/pedestrians-720p-gop1s.mp4" ]; then
+  ln -sf pedestrians-720p-gop1s.mp4 "$MEDIA/demo.mp4"
+elif [ ! -f "$MEDIA/vtest-h264.mp4" ]; then
+  # No ../shared: take OpenCV's sample video from Debian's opencv-doc and make it camera-like H.264.
+  say "../shared not found: making the demo video from Debian's opencv-doc (vtest.avi)"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq opencv-doc >/dev/null && dpkg -x opencv-doc_*.deb x)
+  vtest=$(find "$tmp/x" -name 'vtest.avi*' | head -1)
+  [ -n "$vtest" ] || die "vtest.avi not found in opencv-doc"
+  case "$vtest" in *.gz) gunzip -c "$vtest" >"$tmp/vtest.avi"; vtest=$tmp/vtest.avi ;; esac
+  ffmpeg -loglevel error -y -i "$vtest" -an -c:v libx264 -profile:v main -pix_fmt yuv420p -g 10 -keyint_min 10 "$MEDIA/vtest-h264.mp4.part.mp4"
+  mv "$MEDIA/vtest-h264.mp4.part.mp4" "$MEDIA/vtest-h264.mp4"
+  rm -rf "$tmp"
+  ln -sf vtest-h264.mp4 "$MEDIA/demo.mp4"
+else
+  ln -sf vtest-h264.mp4 "$MEDIA/demo.mp4"
+fi
+[ $have_shared = 1 ] || say "note: the test media come from ../shared; without it only the demo video is available"
+
+# --- environment for the demo, the tests and the benches -----------------------------------------
+cat >"$LOCAL/env" <<ENV
+# Written by scripts/setup.sh: source it to run perch from this checkout.
+export ORT_DYLIB_PATH="$ORT_DIR/libonnxruntime.so"
+export PERCH_MODEL="$MANIFEST"
+export PERCH_MEDIA="$MEDIA"
+ENV
+say "done: source .local/env to use perch from this checkout"

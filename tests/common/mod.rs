@@ -1,0 +1,184 @@
+//! Helpers shared by the end-to-end tests: locating the perch binary, the ONNX Runtime library, the model
+//! and the test media; running processes whose output is collected line by line; free loopback ports.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `libonnxruntime.so`: `ORT_DYLIB_PATH`, or the one scripts/setup.sh installs in `.local/`.
+pub fn ort_library() -> PathBuf {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let local = root().join(".local/onnxruntime/libonnxruntime.so");
+    assert!(local.exists(), "ONNX Runtime is not installed: run scripts/setup.sh (or set ORT_DYLIB_PATH)");
+    local
+}
+
+pub fn model() -> PathBuf {
+    let m = root().join("models/yolox_nano.toml");
+    assert!(root().join("models/yolox_nano.onnx").exists(), "the model is not installed: run scripts/setup.sh");
+    m
+}
+
+/// A test media file: `PERCH_MEDIA`, `.local/media` (scripts/setup.sh), or `../shared/media`.
+pub fn media(name: &str) -> PathBuf {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("PERCH_MEDIA") {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.push(root().join(".local/media"));
+    dirs.push(root().join("../shared/media"));
+    for d in &dirs {
+        let p = d.join(name);
+        if p.exists() {
+            return std::fs::canonicalize(p).unwrap();
+        }
+    }
+    panic!("test media {name} not found in {dirs:?}: run scripts/setup.sh with ../shared beside the checkout");
+}
+
+/// `perch` with the environment the tests need.
+pub fn perch() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_perch"));
+    c.env("ORT_DYLIB_PATH", ort_library()).env_remove("PERCH_LOG").env_remove("RUST_LOG").env_remove("JOURNAL_STREAM");
+    c
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A line of output and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub at: Instant,
+    pub text: String,
+}
+
+/// A child process whose stdout and stderr are collected in the background; killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub stdout: Arc<Mutex<Vec<Line>>>,
+    pub stderr: Arc<Mutex<Vec<Line>>>,
+}
+
+fn collect(r: impl std::io::Read + Send + 'static, sink: Arc<Mutex<Vec<Line>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(Line { at: Instant::now(), text: line });
+        }
+    });
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().unwrap(), stdout.clone());
+        collect(child.stderr.take().unwrap(), stderr.clone());
+        Self { child, stdout, stderr }
+    }
+
+    pub fn stdout(&self) -> Vec<Line> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Waits until `cond` holds on (stdout, stderr) or `timeout` passes; returns whether it held.
+    pub fn wait_for(&self, timeout: Duration, mut cond: impl FnMut(&[Line], &[Line]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            {
+                let out = self.stdout.lock().unwrap();
+                let err = self.stderr.lock().unwrap();
+                if cond(&out, &err) {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Waits for the process to exit by itself, up to `timeout` (then kills it and panics).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader threads take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("process did not exit within {timeout:?}; stderr:\n{}", self.stderr_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The RTSP test camera (tests/helpers/rtsp_server.py) serving `file` on `port`.
+pub fn rtsp_server(port: u16, file: &Path, user: Option<(&str, &str)>) -> Proc {
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(root().join("tests/helpers/rtsp_server.py")).arg("--port").arg(port.to_string()).arg("--file").arg(file);
+    if let Some((u, p)) = user {
+        cmd.args(["--user", u, "--password", p]);
+    }
+    let p = Proc::spawn(cmd);
+    assert!(
+        p.wait_for(Duration::from_secs(10), |out, _| out.iter().any(|l| l.text.starts_with("READY"))),
+        "RTSP test server did not start: {}",
+        p.stderr_text()
+    );
+    p
+}
+
+/// Parses JSON lines, skipping anything that is not JSON.
+pub fn json_lines(lines: &[Line]) -> Vec<serde_json::Value> {
+    lines.iter().filter_map(|l| serde_json::from_str(&l.text).ok()).collect()
+}
+
+/// Writes a perch config for `cameras` (TOML `[[camera]]` bodies) into `dir`.
+pub fn write_config(dir: &Path, cameras: &[String], detector_extra: &str) -> PathBuf {
+    let mut text = format!(
+        "device_id = \"test-box\"\nstate_dir = \"{}\"\n[detector]\nmodel = \"{}\"\n{}\n",
+        dir.join("state").display(),
+        model().display(),
+        detector_extra
+    );
+    for c in cameras {
+        text.push_str("[[camera]]\n");
+        text.push_str(c);
+        text.push('\n');
+    }
+    let path = dir.join("perch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
