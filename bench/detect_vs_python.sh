@@ -6,12 +6,13 @@
 # perch median, the Python median and perch/python, with the goals (total <= 0.8, inference <= 1.02).
 # See bench/README.md.
 #
-# Usage (from anywhere; paths are relative to the repo root):
+# Usage (from anywhere; a relative image path is looked up from the repo root, then from the current directory):
 #   bash bench/detect_vs_python.sh [--image PATH] [--iterations N] [--warmup N] [--threads "1 2"] [--rounds N]
 # or the same through the environment: IMAGE, ITERATIONS, WARMUP, THREADS, ROUNDS.
 # STRICT=1 makes it exit 3 when a goal is missed (default: report only).
 set -euo pipefail
 
+CALLER_PWD=$PWD
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
@@ -58,6 +59,8 @@ if [[ ${#missing[@]} -gt 0 ]]; then
     echo "run scripts/setup.sh first (it installs ONNX Runtime $ORT_VERSION and the model), then rerun this." >&2
     exit 1
 fi
+# A relative --image / IMAGE is taken from the repo root, or else from where the script was started.
+if [[ "$IMAGE" != /* && ! -f "$IMAGE" && -f "$CALLER_PWD/$IMAGE" ]]; then IMAGE="$CALLER_PWD/$IMAGE"; fi
 [[ -f "$IMAGE" ]] || { echo "image not found: $IMAGE (set IMAGE or --image)" >&2; exit 1; }
 export ORT_DYLIB_PATH="$ROOT/$ORT_LIB"
 
@@ -124,6 +127,7 @@ for t in $THREADS; do
 done
 
 # --- the table --------------------------------------------------------------------------------------------
+# shellcheck disable=SC2086 # THREADS is a checked list of numbers: one argument each
 "$PY" - "$OUT" "$perch_ort_version" "$GOAL_TOTAL" "$GOAL_INFERENCE" "$STRICT" $THREADS <<'EOF'
 import json, statistics, sys
 from pathlib import Path

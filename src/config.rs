@@ -182,8 +182,8 @@ min_score = 0.4
     fn unknown_key_is_named_with_its_path() {
         let bad = GOOD.replace("detect_fps = 5.0", "detect_fsp = 5.0");
         let (key, msg) = Config::parse(&bad).unwrap_err();
-        assert_eq!(key, "camera[0]");
-        assert!(msg.contains("detect_fsp"), "{msg}");
+        assert_eq!(key, "camera[0].detect_fsp");
+        assert!(msg.contains("unknown field"), "{msg}");
     }
 
     #[test]

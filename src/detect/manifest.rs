@@ -145,11 +145,11 @@ impl ModelManifest {
         if !(32..=4096).contains(&i.width) || !(32..=4096).contains(&i.height) {
             return Err(format!("`input` size {}x{} is out of range (32..=4096)", i.width, i.height));
         }
-        if i.std.iter().any(|s| *s == 0.0) || i.scale == 0.0 {
+        if i.std.contains(&0.0) || i.scale == 0.0 {
             return Err("`input.std` and `input.scale` must not be zero".into());
         }
         if let OutputFormat::Yolox { strides, .. } = &self.output
-            && (strides.is_empty() || strides.iter().any(|s| *s == 0 || i.width % s != 0 || i.height % s != 0))
+            && (strides.is_empty() || strides.iter().any(|s| *s == 0 || !i.width.is_multiple_of(*s) || !i.height.is_multiple_of(*s)))
         {
             return Err(format!("`output.strides` {strides:?} must be non-zero and divide the input size"));
         }

@@ -147,8 +147,8 @@ impl Preprocessor {
                     let start = ((oy as usize + y) * iw_us + ox as usize) * 3;
                     let dst = &mut input[start..start + nw as usize * 3];
                     for (d, px) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
-                        for c in 0..3 {
-                            d[c] = self.lut[c][px[self.src_channel[c]] as usize];
+                        for (c, v) in d.iter_mut().enumerate() {
+                            *v = self.lut[c][px[self.src_channel[c]] as usize];
                         }
                     }
                 }
@@ -175,8 +175,8 @@ impl Preprocessor {
             }
             Layout::Nhwc => {
                 for px in input.chunks_exact_mut(3) {
-                    for c in 0..3 {
-                        px[c] = self.lut[c][pad];
+                    for (c, v) in px.iter_mut().enumerate() {
+                        *v = self.lut[c][pad];
                     }
                 }
             }

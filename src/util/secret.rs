@@ -13,7 +13,8 @@ const SECRET_PARAMS: &[&str] = &["password", "passwd", "pass", "pwd", "token", "
 /// URIs are returned unchanged unless they contain an `@`, in which case everything before it is masked.
 pub fn mask_uri(uri: &str) -> String {
     match url::Url::parse(uri) {
-        Ok(mut url) => {
+        // `user:pass@host` without `//` parses with `user` as the scheme: treat it as unparsable.
+        Ok(mut url) if !url.cannot_be_a_base() => {
             if url.password().is_some() {
                 let _ = url.set_password(Some("***"));
             }
@@ -30,7 +31,7 @@ pub fn mask_uri(uri: &str) -> String {
             // `Url` percent-encodes the stars; an operator should read them as stars.
             url.to_string().replace("%2A%2A%2A", "***")
         }
-        Err(_) => match uri.rfind('@') {
+        _ => match uri.rfind('@') {
             Some(at) => format!("***{}", &uri[at..]),
             None => uri.to_string(),
         },
@@ -55,8 +56,8 @@ pub fn secrets_of(uri: &str) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(p) = url.password() {
         out.push(p.to_string());
-        if let Ok(decoded) = percent_decode(p) {
-            out.push(decoded);
+        if let Ok(decoded) = percent_encoding::percent_decode_str(p).decode_utf8() {
+            out.push(decoded.into_owned());
         }
     }
     for (k, v) in url.query_pairs() {
@@ -68,24 +69,6 @@ pub fn secrets_of(uri: &str) -> Vec<String> {
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
     out.dedup();
     out
-}
-
-fn percent_decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out)
 }
 
 #[cfg(test)]
