@@ -98,6 +98,7 @@ EOF
 )
 
 # --- the runs ---------------------------------------------------------------------------------------------
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?")
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/perch-vs-python.XXXXXX")
 trap 'rm -rf "$OUT"' EXIT
 
@@ -128,12 +129,12 @@ done
 
 # --- the table --------------------------------------------------------------------------------------------
 # shellcheck disable=SC2086 # THREADS is a checked list of numbers: one argument each
-"$PY" - "$OUT" "$perch_ort_version" "$GOAL_TOTAL" "$GOAL_INFERENCE" "$STRICT" $THREADS <<'EOF'
-import json, statistics, sys
+"$PY" - "$OUT" "$perch_ort_version" "$GOAL_TOTAL" "$GOAL_INFERENCE" "$STRICT" "$LOAD_START" $THREADS <<'EOF'
+import json, os, statistics, sys
 from pathlib import Path
 
 out, perch_ort, goal_total, goal_inf, strict = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1"
-threads = sys.argv[6:]
+load_start, threads = sys.argv[6], sys.argv[7:]
 stages = ["preprocess", "inference", "postprocess", "total"]
 missed = False
 
@@ -146,6 +147,12 @@ print(f"image {first['image']} ({first['width']}x{first['height']}), {first['ite
 print(f"ONNX Runtime: perch {perch_ort}, python {first['onnxruntime']}"
       + ("" if perch_ort == first["onnxruntime"] else "  <-- DIFFERENT VERSIONS: the comparison is not like for like")
       + f"; numpy {first['numpy']}, opencv {first['opencv']}")
+try:
+    load_end = open("/proc/loadavg").read().split()[0]
+except OSError:
+    load_end = "?"
+# Other work on the machine shows up as scattered rounds; the load average says whether there was any.
+print(f"load average (1 min): {load_start} before, {load_end} after, on {os.cpu_count()} cores")
 for t in threads:
     perch, python = load("perch", t), load("python", t)
     print()

@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 use common::{Proc, free_port, json_lines, media, perch, rtsp_server, write_config};
 use serde_json::Value;
 
+/// These tests each run a real-time service; run them one at a time so their timing does not depend on
+/// how many others share the two cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn run(config: &std::path::Path) -> Proc {
     let mut cmd = perch();
     cmd.arg("run").arg("--config").arg(config).arg("--print-detections");
@@ -20,6 +28,7 @@ fn frames_of<'a>(frames: &'a [Value], camera: &str) -> Vec<&'a Value> {
 
 #[test]
 fn file_camera_is_processed_at_the_detect_rate() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let video = media("pedestrians-720p-gop1s.mp4");
     let cam = format!("id = \"street\"\nsource = \"file://{}\"\ndetect_fps = 5\nloop_file = false\nlabels = [\"person\"]", video.display());
@@ -63,6 +72,7 @@ fn file_camera_is_processed_at_the_detect_rate() {
 
 #[test]
 fn a_camera_that_cannot_open_leaves_the_service_and_other_cameras_running() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let closed = free_port();
     let cams = [
@@ -106,6 +116,7 @@ fn a_camera_that_cannot_open_leaves_the_service_and_other_cameras_running() {
 
 #[test]
 fn rtsp_camera_reconnects_after_the_server_comes_back() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let video = media("pedestrians-720p-gop1s.mp4");
@@ -142,4 +153,32 @@ fn rtsp_camera_reconnects_after_the_server_comes_back() {
     for secret in ["p@ss:w0rd", "p%40ss%3Aw0rd", "p%40ss"] {
         assert!(!err.contains(secret), "password leaked ({secret}):\n{err}");
     }
+}
+
+#[test]
+fn a_stalled_stream_is_detected_and_reopened() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let video = media("pedestrians-720p-gop1s.mp4");
+    let server = rtsp_server(port, &video, None);
+    let cam =
+        format!("id = \"cam\"\nsource = \"rtsp://127.0.0.1:{port}/cam\"\ndetect_fps = 4\nstall_timeout_s = 2\nreconnect_initial_s = 0.3\nreconnect_max_s = 1");
+    let p = run(&write_config(dir.path(), &[cam], ""));
+    assert!(p.wait_for(Duration::from_secs(30), |out, _| json_lines(out).len() >= 4), "no frames: {}", p.stderr_text());
+    // The camera hangs (process frozen): the TCP connection stays up but no frame arrives.
+    server.signal("STOP");
+    let frozen_at = Instant::now();
+    assert!(
+        p.wait_for(Duration::from_secs(20), |_, err| err.iter().any(|l| l.at > frozen_at && l.text.contains("stalled"))),
+        "stall not detected: {}",
+        p.stderr_text()
+    );
+    server.signal("CONT");
+    let thawed_at = Instant::now();
+    assert!(
+        p.wait_for(Duration::from_secs(40), |out, _| out.iter().filter(|l| l.at > thawed_at).count() >= 4),
+        "no frames after the camera recovered: {}",
+        p.stderr_text()
+    );
 }

@@ -63,8 +63,15 @@ pub fn for_each_frame(file: &Path, fps: Option<f64>, fit: (u32, u32), mut f: imp
     if !abs.is_file() {
         anyhow::bail!("{}: no such file (give an image or a video file)", file.display());
     }
-    let spec =
-        PipelineSpec { source: Source::File(abs), max_fps: fps, fit, pacing: Pacing::AsFastAsConsumed, rtsp_transport: RtspTransport::Tcp, rtsp_latency_ms: 0 };
+    let spec = PipelineSpec {
+        source: Source::File(abs),
+        max_fps: fps,
+        fit,
+        pacing: Pacing::AsFastAsConsumed,
+        rtsp_transport: RtspTransport::Tcp,
+        rtsp_latency_ms: 0,
+        connect_timeout: FILE_STALL,
+    };
     let mut pipeline = CapturePipeline::build(&spec, 0)?;
     pipeline.start().with_context(|| format!("cannot decode {}", file.display()))?;
     let mut seq = 0;

@@ -62,6 +62,7 @@ impl Camera {
             pacing: Pacing::RealTime,
             rtsp_transport: self.config.rtsp_transport,
             rtsp_latency_ms: self.config.rtsp_latency_ms,
+            connect_timeout: Duration::from_secs_f64(self.config.stall_timeout_s),
         };
         let mut backoff = Backoff::new(Duration::from_secs_f64(self.config.reconnect_initial_s), Duration::from_secs_f64(self.config.reconnect_max_s), 0.2);
         let mut seq = 0u64;

@@ -60,6 +60,8 @@ pub struct PipelineSpec {
     pub pacing: Pacing,
     pub rtsp_transport: RtspTransport,
     pub rtsp_latency_ms: u32,
+    /// How long to wait for an RTSP server to answer.
+    pub connect_timeout: Duration,
 }
 
 /// The result of waiting for a frame.
@@ -209,12 +211,15 @@ impl CapturePipeline {
                 if let Source::Rtsp(_) = other {
                     let transport = spec.rtsp_transport;
                     let latency = spec.rtsp_latency_ms;
+                    let tcp_timeout_us = spec.connect_timeout.as_micros() as u64;
                     decode.connect("source-setup", false, move |args| {
                         if let Some(src) = args.get(1).and_then(|v| v.get::<gst::Element>().ok())
                             && src.has_property("latency")
                         {
                             src.set_property("latency", latency);
                             src.set_property("drop-on-latency", true);
+                            // A camera that accepts the connection but never answers is a stall too.
+                            src.set_property("tcp-timeout", tcp_timeout_us);
                             let protocols = match transport {
                                 RtspTransport::Tcp => "tcp",
                                 RtspTransport::Udp => "udp",
