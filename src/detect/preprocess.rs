@@ -1,11 +1,13 @@
 //! Letterboxing a BGR frame into the model's input tensor, without allocating per frame.
 //!
 //! The frame is scaled (aspect kept) to fit the model input, placed top-left or centred, and the rest is
-//! filled with the pad value. Scaling, channel reordering, normalisation and the HWC → CHW transpose happen in
-//! one pass straight into the tensor's buffer: bilinear sampling with OpenCV's `INTER_LINEAR` conventions
-//! (which YOLO-family models are trained with), taps computed once per geometry. When frames arrive already
-//! scaled by the capture pipeline (the usual case) each pixel is a table lookup. The pad area is rewritten only
-//! when the geometry changes.
+//! filled with the pad value. Pixels are normalised through a 256-entry lookup table per channel, and written
+//! straight into the tensor's buffer (NCHW or NHWC). When frames arrive already scaled by the capture
+//! pipeline (the usual case) the resize step is skipped and this is a single pass over the pixels. The pad
+//! area is only rewritten when the geometry changes.
+
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use super::manifest::{ChannelOrder, InputSpec, Layout, Letterbox as LetterboxStyle};
 use crate::capture::FrameView;
@@ -40,48 +42,20 @@ impl Letterbox {
 pub enum PreprocessError {
     #[error("frame buffer too small: {len} bytes for {width}x{height} with stride {stride}")]
     ShortFrame { len: usize, width: u32, height: u32, stride: usize },
-}
-
-/// One bilinear tap pair along an axis: source indices and the weight of the second.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Tap {
-    i0: usize,
-    i1: usize,
-    w: f32,
-}
-
-/// Taps mapping `dst` output pixels onto `src` input pixels, OpenCV `INTER_LINEAR` style: pixel centres
-/// aligned, edges clamped.
-fn compute_taps(src: u32, dst: u32, taps: &mut Vec<Tap>) {
-    taps.clear();
-    let scale = src as f32 / dst as f32;
-    let last = src as usize - 1;
-    for d in 0..dst {
-        let s = (d as f32 + 0.5) * scale - 0.5;
-        let tap = if s <= 0.0 {
-            Tap { i0: 0, i1: 0, w: 0.0 }
-        } else {
-            let i0 = s.floor() as usize;
-            if i0 >= last { Tap { i0: last, i1: last, w: 0.0 } } else { Tap { i0, i1: i0 + 1, w: s - i0 as f32 } }
-        };
-        taps.push(tap);
-    }
+    #[error("resize failed: {0}")]
+    Resize(String),
 }
 
 /// Reusable letterbox preprocessor for one model input.
 pub struct Preprocessor {
     spec: InputSpec,
-    /// Per model channel: normalised value `v × gain + bias` of a 0–255 value `v`.
-    gain: [f32; 3],
-    bias: [f32; 3],
-    /// The same as tables, for frames that need no scaling.
+    /// Normalised value of each 0–255 pixel value, per input channel (already in the model's order).
     lut: [[f32; 256]; 3],
     /// For each model channel, the byte index within a BGR pixel.
     src_channel: [usize; 3],
-    /// Bilinear taps (x as byte offsets of pixels) for the last (frame size, scaled size).
-    x_taps: Vec<Tap>,
-    y_taps: Vec<Tap>,
-    taps_for: Option<(u32, u32, u32, u32)>,
+    resizer: Resizer,
+    scaled: Vec<u8>,
+    packed: Vec<u8>,
     /// Geometry (x, y, w, h) of the picture in the last input written; the padding around it is valid.
     last_geometry: Option<(u32, u32, u32, u32)>,
 }
@@ -92,15 +66,13 @@ impl Preprocessor {
             ChannelOrder::Bgr => [0, 1, 2],
             ChannelOrder::Rgb => [2, 1, 0],
         };
-        let gain = [0, 1, 2].map(|c| spec.scale / spec.std[c]);
-        let bias = [0, 1, 2].map(|c| -spec.mean[c] / spec.std[c]);
         let mut lut = [[0f32; 256]; 3];
         for (c, table) in lut.iter_mut().enumerate() {
             for (v, out) in table.iter_mut().enumerate() {
-                *out = v as f32 * gain[c] + bias[c];
+                *out = (v as f32 * spec.scale - spec.mean[c]) / spec.std[c];
             }
         }
-        Self { spec: spec.clone(), gain, bias, lut, src_channel, x_taps: Vec::new(), y_taps: Vec::new(), taps_for: None, last_geometry: None }
+        Self { spec: spec.clone(), lut, src_channel, resizer: Resizer::new(), scaled: Vec::new(), packed: Vec::new(), last_geometry: None }
     }
 
     /// Number of f32 values in the input tensor.
@@ -123,52 +95,63 @@ impl Preprocessor {
             LetterboxStyle::TopLeft => (0, 0),
             LetterboxStyle::Center => ((iw - nw) / 2, (ih - nh) / 2),
         };
+
+        // The picture to copy: the frame itself when it already has the target size, else a resized copy.
+        let (pixels, stride): (&[u8], usize) = if (nw, nh) == (fw, fh) {
+            (frame.data, frame.stride)
+        } else {
+            let src: &[u8] = if frame.stride == row {
+                frame.data
+            } else {
+                self.packed.clear();
+                for y in 0..fh as usize {
+                    self.packed.extend_from_slice(&frame.data[y * frame.stride..y * frame.stride + row]);
+                }
+                &self.packed
+            };
+            self.scaled.resize(nw as usize * nh as usize * 3, 0);
+            let src = ImageRef::new(fw, fh, src, PixelType::U8x3).map_err(|e| PreprocessError::Resize(e.to_string()))?;
+            let mut dst = Image::from_slice_u8(nw, nh, &mut self.scaled, PixelType::U8x3).map_err(|e| PreprocessError::Resize(e.to_string()))?;
+            self.resizer
+                .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(ResizeAlg::Interpolation(FilterType::Bilinear)))
+                .map_err(|e| PreprocessError::Resize(e.to_string()))?;
+            (&self.scaled, nw as usize * 3)
+        };
+
         let geometry = (ox, oy, nw, nh);
         if self.last_geometry != Some(geometry) {
             self.fill_padding(input);
             self.last_geometry = Some(geometry);
         }
-
-        let out = Rows { input, layout: self.spec.layout, width: iw as usize, plane: iw as usize * ih as usize, x0: ox as usize, n: nw as usize };
-        let (data, stride) = (frame.data, frame.stride);
-        let [c0, c1, c2] = self.src_channel;
-        if (nw, nh) == (fw, fh) {
-            let [l0, l1, l2] = &self.lut;
-            let mut out = out;
-            for y in 0..nh as usize {
-                let src = &data[y * stride..y * stride + row];
-                out.write(oy as usize + y, |x| {
-                    let px = &src[x * 3..x * 3 + 3];
-                    [l0[px[c0] as usize], l1[px[c1] as usize], l2[px[c2] as usize]]
-                });
-            }
-        } else {
-            if self.taps_for != Some((fw, fh, nw, nh)) {
-                compute_taps(fw, nw, &mut self.x_taps);
-                compute_taps(fh, nh, &mut self.y_taps);
-                for t in &mut self.x_taps {
-                    // Byte offsets of the two pixels in a row.
-                    t.i0 *= 3;
-                    t.i1 *= 3;
+        let (iw_us, plane) = (iw as usize, iw as usize * ih as usize);
+        match self.spec.layout {
+            Layout::Nchw => {
+                let (p0, rest) = input.split_at_mut(plane);
+                let (p1, p2) = rest.split_at_mut(plane);
+                let [c0, c1, c2] = self.src_channel;
+                let [l0, l1, l2] = &self.lut;
+                for y in 0..nh as usize {
+                    let src = &pixels[y * stride..y * stride + nw as usize * 3];
+                    let start = (oy as usize + y) * iw_us + ox as usize;
+                    let (d0, d1, d2) = (&mut p0[start..start + nw as usize], &mut p1[start..start + nw as usize], &mut p2[start..start + nw as usize]);
+                    for (x, px) in src.chunks_exact(3).enumerate() {
+                        d0[x] = l0[px[c0] as usize];
+                        d1[x] = l1[px[c1] as usize];
+                        d2[x] = l2[px[c2] as usize];
+                    }
                 }
-                self.taps_for = Some((fw, fh, nw, nh));
             }
-            let (gain, bias, x_taps) = (self.gain, self.bias, &self.x_taps);
-            let mut out = out;
-            for (y, ty) in self.y_taps.iter().enumerate() {
-                let (r0, r1) = (&data[ty.i0 * stride..ty.i0 * stride + row], &data[ty.i1 * stride..ty.i1 * stride + row]);
-                let wy = ty.w;
-                out.write(oy as usize + y, |x| {
-                    let tx = x_taps[x];
-                    let sample = |s: usize| {
-                        let (a, b) = (r0[tx.i0 + s] as f32, r0[tx.i1 + s] as f32);
-                        let (c, d) = (r1[tx.i0 + s] as f32, r1[tx.i1 + s] as f32);
-                        let top = a + (b - a) * tx.w;
-                        let bottom = c + (d - c) * tx.w;
-                        top + (bottom - top) * wy
-                    };
-                    [sample(c0) * gain[0] + bias[0], sample(c1) * gain[1] + bias[1], sample(c2) * gain[2] + bias[2]]
-                });
+            Layout::Nhwc => {
+                for y in 0..nh as usize {
+                    let src = &pixels[y * stride..y * stride + nw as usize * 3];
+                    let start = ((oy as usize + y) * iw_us + ox as usize) * 3;
+                    let dst = &mut input[start..start + nw as usize * 3];
+                    for (d, px) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
+                        for (c, v) in d.iter_mut().enumerate() {
+                            *v = self.lut[c][px[self.src_channel[c]] as usize];
+                        }
+                    }
+                }
             }
         }
         Ok(Letterbox {
@@ -195,45 +178,6 @@ impl Preprocessor {
                     for (c, v) in px.iter_mut().enumerate() {
                         *v = self.lut[c][pad];
                     }
-                }
-            }
-        }
-    }
-}
-
-/// Writes rows of the picture into the tensor in its layout.
-struct Rows<'a> {
-    input: &'a mut [f32],
-    layout: Layout,
-    /// Tensor width and plane size.
-    width: usize,
-    plane: usize,
-    /// First column and number of columns of the picture.
-    x0: usize,
-    n: usize,
-}
-
-impl Rows<'_> {
-    /// Writes tensor row `y`: `pixel(x)` gives the model-order channel values of picture column `x`.
-    #[inline(always)]
-    fn write(&mut self, y: usize, pixel: impl Fn(usize) -> [f32; 3]) {
-        let start = y * self.width + self.x0;
-        match self.layout {
-            Layout::Nchw => {
-                let (p0, rest) = self.input.split_at_mut(self.plane);
-                let (p1, p2) = rest.split_at_mut(self.plane);
-                let (d0, d1, d2) = (&mut p0[start..start + self.n], &mut p1[start..start + self.n], &mut p2[start..start + self.n]);
-                for x in 0..self.n {
-                    let [a, b, c] = pixel(x);
-                    d0[x] = a;
-                    d1[x] = b;
-                    d2[x] = c;
-                }
-            }
-            Layout::Nhwc => {
-                let dst = &mut self.input[start * 3..(start + self.n) * 3];
-                for (x, d) in dst.chunks_exact_mut(3).enumerate() {
-                    d.copy_from_slice(&pixel(x));
                 }
             }
         }
@@ -318,19 +262,6 @@ mod tests {
         assert!((input[0] - 1.0).abs() < 1e-6);
         assert_eq!(lb.to_source([1.0, 2.0, 4.0, 8.0]), [4.0, 8.0, 16.0, 32.0]);
         assert_eq!(lb.to_source([-5.0, 0.0, 100.0, 1.0]), [0.0, 0.0, 32.0, 4.0], "clamped");
-    }
-
-    #[test]
-    fn taps_follow_opencv_inter_linear() {
-        let mut t = Vec::new();
-        compute_taps(8, 4, &mut t);
-        // Output pixel d samples source position (d + 0.5) × 2 − 0.5.
-        assert_eq!(t, vec![Tap { i0: 0, i1: 1, w: 0.5 }, Tap { i0: 2, i1: 3, w: 0.5 }, Tap { i0: 4, i1: 5, w: 0.5 }, Tap { i0: 6, i1: 7, w: 0.5 }]);
-        compute_taps(2, 4, &mut t);
-        // Upscaling clamps at the edges.
-        assert_eq!(t[0], Tap { i0: 0, i1: 0, w: 0.0 });
-        assert_eq!(t[1], Tap { i0: 0, i1: 1, w: 0.25 });
-        assert_eq!(t[3], Tap { i0: 1, i1: 1, w: 0.0 });
     }
 
     #[test]
