@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED=${PERCH_SHARED:-$ROOT/../shared}
 LOCAL=$ROOT/.local
 ORT_VERSION=1.31.1
-say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -119,6 +119,7 @@ elif [ ! -f "$MEDIA/vtest-h264.mp4" ]; then
   # No ../shared: take OpenCV's sample video from Debian's opencv-doc and make it camera-like H.264.
   say "../shared not found: making the demo video from Debian's opencv-doc (vtest.avi)"
   tmp=$(mktemp -d)
+  chmod 755 "$tmp" # apt's download user must be able to write there
   (cd "$tmp" && apt-get download -qq opencv-doc >/dev/null && dpkg -x opencv-doc_*.deb x)
   vtest=$(find "$tmp/x" -name 'vtest.avi*' | head -1)
   [ -n "$vtest" ] || die "vtest.avi not found in opencv-doc"
