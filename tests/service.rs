@@ -79,13 +79,15 @@ fn a_camera_that_cannot_open_leaves_the_service_and_other_cameras_running() {
         "id = \"good\"\nsource = \"test://ball?width=640&height=360&fps=15\"\ndetect_fps = 4\nmin_score = 0.9".to_string(),
         format!("id = \"bad\"\nsource = \"rtsp://admin:Sup3rSecret@127.0.0.1:{closed}/stream\"\nreconnect_initial_s = 0.2\nreconnect_max_s = 1"),
         "id = \"gone\"\nsource = \"file:///nonexistent/clip.mp4\"\nreconnect_initial_s = 0.2\nreconnect_max_s = 1".to_string(),
+        // A USB camera that is not plugged in.
+        "id = \"usb\"\nsource = \"v4l2:///dev/video97\"\nreconnect_initial_s = 0.2\nreconnect_max_s = 1".to_string(),
     ];
     let p = run(&write_config(dir.path(), &cams, ""));
     let started = Instant::now();
     assert!(
         p.wait_for(Duration::from_secs(30), |_, err| {
             let e = |needle: &str| err.iter().filter(|l| l.text.contains(needle)).count();
-            e("camera offline") >= 4 && e("camera=bad") >= 2 && e("camera=gone") >= 2
+            e("camera offline") >= 6 && e("camera=bad") >= 2 && e("camera=gone") >= 2 && e("camera=usb") >= 2
         }),
         "offline cameras not reported and retried: {}",
         p.stderr_text()
@@ -104,7 +106,8 @@ fn a_camera_that_cannot_open_leaves_the_service_and_other_cameras_running() {
     assert!(!err.contains("Sup3rSecret"), "password leaked into the log:\n{err}");
     assert!(err.contains("rtsp://admin:***@127.0.0.1"), "{err}");
     let frames = json_lines(&p.stdout());
-    assert!(frames_of(&frames, "bad").is_empty() && frames_of(&frames, "gone").is_empty());
+    assert!(frames_of(&frames, "bad").is_empty() && frames_of(&frames, "gone").is_empty() && frames_of(&frames, "usb").is_empty());
+    assert!(err.contains("/dev/video97"), "the missing USB camera is named: {err}");
     // Reconnect attempts back off: retry delays are reported and grow.
     let delays: Vec<f64> = err
         .lines()

@@ -44,7 +44,7 @@ pub fn run(files: &[PathBuf], opts: &DetectOptions, out: &mut impl Write) -> any
         for_each_frame(file, Some(opts.fps), input, |frame| {
             detector.detect(&frame.view(), opts.min_score, &mut found)?;
             for d in &found {
-                let line = Line { file: &name, frame: frame.seq, pts_ms: frame.pts.map(|p| p.as_secs_f64() * 1e3), detection: d };
+                let line = Line { file: &name, frame: frame.info.seq, pts_ms: frame.info.pts.map(|p| p.as_secs_f64() * 1e3), detection: d };
                 serde_json::to_writer(&mut *out, &line)?;
                 out.write_all(b"\n")?;
                 printed += 1;

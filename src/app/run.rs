@@ -36,21 +36,25 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(30);
 /// Runs the service until SIGTERM/SIGINT, or until every camera is a finished non-looping file.
 pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     capture::pipeline::init()?;
-    match ModelManifest::load(&config.detector.model) {
+    // Frames are scaled in the pipeline to fit the model input, so letterboxing is a plain copy.
+    let model_input = match ModelManifest::load(&config.detector.model) {
         Ok(manifest) => {
             let problems = super::model::check_labels(&config, &manifest);
             if !problems.is_empty() {
                 anyhow::bail!("{}", problems.iter().map(|p| format!("`{}`: {}", p.key, p.message)).collect::<Vec<_>>().join("\n"));
             }
+            (manifest.input.width, manifest.input.height)
         }
-        // The detector keeps retrying and reports itself failed; cameras still run.
-        Err(e) => tracing::error!("{e}"),
-    }
+        // The detector keeps retrying and reports itself failed; cameras still run, scaled to a common size.
+        Err(e) => {
+            tracing::error!("{e}");
+            (640, 640)
+        }
+    };
 
     let cancel = CancellationToken::new();
     let hub = Arc::new(FrameHub::new(config.cameras.len()));
     let statuses: Vec<Arc<CameraStatus>> = config.cameras.iter().map(|c| Arc::new(CameraStatus::new(&c.id, c.masked_source(), c.enabled))).collect();
-    let (model_w, model_h) = ModelManifest::load(&config.detector.model).map(|m| (m.input.width, m.input.height)).unwrap_or((640, 640));
 
     let mut tasks = JoinSet::new();
     for (index, cam) in config.cameras.iter().enumerate() {
@@ -61,7 +65,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         let camera = Camera {
             index,
             config: cam.clone(),
-            fit: cam.detect_size.map(|[w, h]| (w, h)).unwrap_or((model_w, model_h)),
+            fit: cam.detect_size.map(|[w, h]| (w, h)).unwrap_or(model_input),
             hub: hub.clone(),
             status: statuses[index].clone(),
         };
@@ -152,19 +156,20 @@ struct FrameLine<'a> {
 async fn output(mut rx: mpsc::Receiver<FrameDetections>, ids: Vec<String>, opts: RunOptions) {
     let mut line = Vec::with_capacity(4096);
     while let Some(f) = rx.recv().await {
-        let camera = ids[f.camera].as_str();
-        tracing::debug!(camera, seq = f.seq, detections = f.detections.len(), inference_ms = f.timings.inference.as_secs_f64() * 1e3, "frame");
+        let info = &f.frame;
+        let camera = ids[info.camera].as_str();
+        tracing::debug!(camera, seq = info.seq, detections = f.detections.len(), inference_ms = f.timings.inference.as_secs_f64() * 1e3, "frame");
         if !opts.print_detections {
             continue;
         }
         let record = FrameLine {
             camera,
-            seq: f.seq,
-            pts_ms: f.pts.map(|p| p.as_secs_f64() * 1e3),
-            ts_ms: f.wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-            ts: humantime::format_rfc3339_millis(f.wall).to_string(),
-            width: f.source_width,
-            height: f.source_height,
+            seq: info.seq,
+            pts_ms: info.pts.map(|p| p.as_secs_f64() * 1e3),
+            ts_ms: info.wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            ts: humantime::format_rfc3339_millis(info.wall).to_string(),
+            width: info.source_width,
+            height: info.source_height,
             inference_ms: f.timings.inference.as_secs_f64() * 1e3,
             detections: &f.detections,
         };

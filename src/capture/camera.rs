@@ -134,7 +134,7 @@ impl Camera {
                     delivered += 1;
                     *seq += 1;
                     last_frame = Instant::now();
-                    self.status.record_frame(frame.wall);
+                    self.status.record_frame(frame.info.wall);
                     if self.hub.publish(frame) {
                         self.status.dropped_detector_busy.fetch_add(1, Ordering::Relaxed);
                     }

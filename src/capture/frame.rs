@@ -5,11 +5,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use gstreamer as gst;
 
-/// A decoded frame ready for detection: packed 8-bit BGR, already scaled by the pipeline to fit the camera's
-/// detect size. It holds the GStreamer buffer itself (no copy); dropping the frame returns the memory to the
-/// pipeline's buffer pool.
-#[derive(Debug)]
-pub struct Frame {
+/// What is known about a frame besides its pixels; it travels on with the frame's detections.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameInfo {
     /// Index of the camera in the service's camera list.
     pub camera: usize,
     /// Per-camera frame counter since the service started (not reset on reconnect).
@@ -21,6 +19,14 @@ pub struct Frame {
     /// Size of the decoded stream before scaling; boxes are reported in these pixels.
     pub source_width: u32,
     pub source_height: u32,
+}
+
+/// A decoded frame ready for detection: packed 8-bit BGR, already scaled by the pipeline to fit the camera's
+/// detect size. It holds the GStreamer buffer itself (no copy); dropping the frame returns the memory to the
+/// pipeline's buffer pool.
+#[derive(Debug)]
+pub struct Frame {
+    pub info: FrameInfo,
     pub width: u32,
     pub height: u32,
     pub stride: usize,
@@ -28,18 +34,8 @@ pub struct Frame {
 }
 
 impl Frame {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        camera: usize,
-        seq: u64,
-        pts: Option<Duration>,
-        wall: SystemTime,
-        source: (u32, u32),
-        size: (u32, u32),
-        stride: usize,
-        buffer: gst::MappedBuffer<gst::buffer::Readable>,
-    ) -> Self {
-        Self { camera, seq, pts, wall, source_width: source.0, source_height: source.1, width: size.0, height: size.1, stride, buffer }
+    pub(crate) fn new(info: FrameInfo, size: (u32, u32), stride: usize, buffer: gst::MappedBuffer<gst::buffer::Readable>) -> Self {
+        Self { info, width: size.0, height: size.1, stride, buffer }
     }
 
     pub fn view(&self) -> FrameView<'_> {
@@ -48,8 +44,8 @@ impl Frame {
             width: self.width,
             height: self.height,
             stride: self.stride,
-            source_width: self.source_width,
-            source_height: self.source_height,
+            source_width: self.info.source_width,
+            source_height: self.info.source_height,
         }
     }
 }
@@ -92,7 +88,7 @@ impl FrameHub {
 
     /// Offers a frame; returns true when it replaced one the detector had not taken yet (a drop).
     pub fn publish(&self, frame: Frame) -> bool {
-        let camera = frame.camera;
+        let camera = frame.info.camera;
         let old = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             slots[camera].replace(frame)
@@ -107,7 +103,7 @@ impl FrameHub {
         let deadline = Instant::now() + timeout;
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let oldest = slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|f| (i, f.wall))).min_by_key(|(_, wall)| *wall).map(|(i, _)| i);
+            let oldest = slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|f| (i, f.info.wall))).min_by_key(|(_, wall)| *wall).map(|(i, _)| i);
             if let Some(i) = oldest {
                 return slots[i].take();
             }

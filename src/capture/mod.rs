@@ -14,7 +14,7 @@ pub mod status;
 
 pub use camera::Camera;
 pub use config::CameraConfig;
-pub use frame::{Frame, FrameHub, FrameView};
+pub use frame::{Frame, FrameHub, FrameInfo, FrameView};
 pub use pipeline::{CaptureError, CapturePipeline, Pacing, PipelineSpec, Pull};
 pub use source::Source;
 pub use status::{CameraSnapshot, CameraState, CameraStatus};

@@ -17,7 +17,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use super::config::RtspTransport;
-use super::frame::Frame;
+use super::frame::{Frame, FrameInfo};
 use super::source::Source;
 use crate::util::secret::{mask_in_text, secrets_of};
 
@@ -315,16 +315,8 @@ impl CapturePipeline {
         let mapped = buffer.into_mapped_buffer_readable().map_err(|_| CaptureError::Build("could not map a frame buffer".into()))?;
         let packed = self.source_size.load(Ordering::Relaxed);
         let (sw, sh) = if packed == 0 { (info.width(), info.height()) } else { ((packed >> 32) as u32, packed as u32) };
-        let frame = Frame::new(
-            self.camera,
-            seq,
-            pts.map(|t| Duration::from_nanos(t.nseconds())),
-            wall,
-            (sw, sh),
-            (info.width(), info.height()),
-            info.stride()[0] as usize,
-            mapped,
-        );
+        let meta = FrameInfo { camera: self.camera, seq, pts: pts.map(|t| Duration::from_nanos(t.nseconds())), wall, source_width: sw, source_height: sh };
+        let frame = Frame::new(meta, (info.width(), info.height()), info.stride()[0] as usize, mapped);
         Ok(Pull::Frame(frame))
     }
 

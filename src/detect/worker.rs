@@ -8,25 +8,20 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{DetectError, Detections, Detector, DetectorConfig, DetectorState, Timings};
-use crate::capture::FrameHub;
 use crate::capture::camera::sleep_cancellable;
+use crate::capture::{FrameHub, FrameInfo};
 use crate::util::Backoff;
 
 /// What the detector produces for each frame it processed (with or without detections).
 #[derive(Debug, Clone)]
 pub struct FrameDetections {
-    pub camera: usize,
-    pub seq: u64,
-    pub pts: Option<Duration>,
-    pub wall: SystemTime,
-    pub source_width: u32,
-    pub source_height: u32,
+    pub frame: FrameInfo,
     pub detections: Detections,
     pub timings: Timings,
 }
@@ -100,21 +95,12 @@ impl DetectWorker {
                 }
                 continue;
             };
-            let filter = &filters[frame.camera];
+            let filter = &filters[frame.info.camera];
             match detector.detect(&frame.view(), filter.min_score, &mut found) {
                 Ok(timings) => {
                     self.stats.frames.fetch_add(1, Ordering::Relaxed);
                     self.stats.last_inference_us.store(timings.inference.as_micros() as u64, Ordering::Relaxed);
-                    let mut result = FrameDetections {
-                        camera: frame.camera,
-                        seq: frame.seq,
-                        pts: frame.pts,
-                        wall: frame.wall,
-                        source_width: frame.source_width,
-                        source_height: frame.source_height,
-                        detections: Detections::new(),
-                        timings,
-                    };
+                    let mut result = FrameDetections { frame: frame.info, detections: Detections::new(), timings };
                     drop(frame);
                     for d in found.iter().filter(|d| filter.classes.as_ref().is_none_or(|c| c.contains(&d.class_id))) {
                         // Same capacity: cannot overflow.
