@@ -75,7 +75,7 @@ impl Camera {
             first = false;
             self.status.set_state(CameraState::Connecting);
             let (end, delivered) = self.session(&spec, &mut seq, &cancel);
-            self.hub.clear(self.index);
+            // On shutdown or at the end of a file, the last frame stays for the detector to finish.
             let (reason, eos) = match end {
                 SessionEnd::Cancelled => break,
                 SessionEnd::Finished => {
@@ -86,6 +86,8 @@ impl Camera {
                 SessionEnd::Eos => ("end of stream".to_string(), true),
                 SessionEnd::Failed(e) => (e.to_string(), false),
             };
+            // A frame from a failed session is stale by the time the stream is back.
+            self.hub.clear(self.index);
             if delivered > 0 {
                 backoff.reset();
             }
