@@ -9,6 +9,7 @@ pub mod capture;
 pub mod config;
 pub mod detect;
 pub mod logging;
+pub mod track;
 pub mod util;
 
 pub use config::Config;
