@@ -8,6 +8,7 @@ pub mod app;
 pub mod capture;
 pub mod config;
 pub mod detect;
+pub mod events;
 pub mod logging;
 pub mod track;
 pub mod util;
