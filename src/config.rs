@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::capture::CameraConfig;
 use crate::detect::DetectorConfig;
+use crate::events::config::{MqttConfig, OutboxConfig};
 
 /// Where perch looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/perch/perch.toml";
@@ -25,13 +26,23 @@ pub struct Config {
     /// Where perch keeps state that must survive restarts (engine cache, outbox, recordings index).
     pub state_dir: PathBuf,
     pub detector: DetectorConfig,
+    pub outbox: OutboxConfig,
+    /// The broker events, health and state go to. Without it, events stay in the outbox (bounded).
+    pub mqtt: Option<MqttConfig>,
     #[serde(rename = "camera")]
     pub cameras: Vec<CameraConfig>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { device_id: String::new(), state_dir: PathBuf::from("/var/lib/perch"), detector: DetectorConfig::default(), cameras: Vec::new() }
+        Self {
+            device_id: String::new(),
+            state_dir: PathBuf::from("/var/lib/perch"),
+            detector: DetectorConfig::default(),
+            outbox: OutboxConfig::default(),
+            mqtt: None,
+            cameras: Vec::new(),
+        }
     }
 }
 
@@ -104,6 +115,11 @@ impl Config {
         for cam in &mut self.cameras {
             cam.resolve_paths(base);
         }
+        if let Some(mqtt) = self.mqtt.as_mut() {
+            for p in [&mut mqtt.ca_file, &mut mqtt.cert_file, &mut mqtt.key_file].into_iter().flatten() {
+                abs(p);
+            }
+        }
     }
 
     /// Every problem in the configuration, each naming its key. Empty when the config is usable.
@@ -122,6 +138,12 @@ impl Config {
             problems.push(Problem::new("state_dir", "must not be empty"));
         }
         problems.extend(self.detector.validate("detector"));
+        if let Some(mqtt) = &self.mqtt {
+            problems.extend(mqtt.validate("mqtt"));
+        }
+        if self.outbox.max_bytes < 64 << 10 {
+            problems.push(Problem::new("outbox.max_bytes", format!("{} is too small: allow at least 65536 bytes", self.outbox.max_bytes)));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
             let key = format!("camera[{i}]");

@@ -5,6 +5,7 @@
 //! camera finishing) cancels it, captures stop, the detector drains the frames already captured, the output
 //! stage drains the channel, and the [`JoinSet`] is awaited before exit.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -18,6 +19,10 @@ use crate::capture::{self, Camera, CameraSnapshot, CameraState, CameraStatus, Fr
 use crate::config::Config;
 use crate::detect::worker::{DetectStats, DetectWorker, FrameDetections};
 use crate::detect::{Detection, DetectorState, ModelManifest};
+use crate::events::publisher::{HealthFn, Publisher, PublisherStats};
+use crate::events::schema::{EventMessage, event_id};
+use crate::events::{Outbox, OutboxStats};
+use crate::track::{EventKind, Tracker};
 
 /// How the service reports what it detects (until events and MQTT take over).
 #[derive(Debug, Clone, Default)]
@@ -30,6 +35,8 @@ pub struct RunOptions {
 const OUTPUT_QUEUE: usize = 64;
 /// How long a clean shutdown may take before perch gives up waiting for its tasks.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// On shutdown, how long the publisher may spend delivering what is in the outbox.
+const PUBLISH_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Interval of the periodic status line in the log.
 const STATUS_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -51,6 +58,15 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             (640, 640)
         }
     };
+
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| anyhow::anyhow!("cannot create state_dir {}: {e}", config.state_dir.display()))?;
+    // Events are on disk before anything else happens to them: no outbox, no service.
+    let outbox = Arc::new(Outbox::open(&config.state_dir.join("outbox"), config.outbox.max_bytes)?);
+    let backlog = outbox.stats();
+    if backlog.depth > 0 {
+        tracing::info!(events = backlog.depth, "outbox holds events from before the restart; they will be delivered first");
+    }
+    let wake = Arc::new(tokio::sync::Notify::new());
 
     let cancel = CancellationToken::new();
     let hub = Arc::new(FrameHub::new(config.cameras.len()));
@@ -90,8 +106,38 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         let cancel = cancel.clone();
         tasks.spawn_blocking(move || worker.run(cancel));
     }
-    let ids: Vec<String> = config.cameras.iter().map(|c| c.id.clone()).collect();
-    tasks.spawn(output(rx, ids, opts.clone()));
+    let events = EventStage {
+        device_id: config.device_id.clone(),
+        cameras: config.cameras.iter().map(|c| (c.id.clone(), c.track.zones.iter().map(|z| z.name.clone()).collect())).collect(),
+        trackers: config.cameras.iter().enumerate().map(|(i, c)| Tracker::new(i, c.track.clone())).collect(),
+        outbox: outbox.clone(),
+        wake: wake.clone(),
+        run_id: fastrand::u32(..),
+        ids: HashMap::new(),
+    };
+    let inputs_done = CancellationToken::new();
+    tasks.spawn(output(rx, events, opts.clone(), inputs_done.clone()));
+    let publisher_stats = Arc::new(PublisherStats::default());
+    if let Some(mqtt) = &config.mqtt {
+        let health: HealthFn = {
+            let (statuses, state_rx, outbox, stats, pstats) = (statuses.clone(), state_rx.clone(), outbox.clone(), stats.clone(), publisher_stats.clone());
+            let device_id = config.device_id.clone();
+            Arc::new(move || health_snapshot(&device_id, &statuses, &state_rx.borrow(), &stats, outbox.stats(), &pstats))
+        };
+        let publisher = Publisher {
+            cfg: mqtt.clone(),
+            device_id: config.device_id.clone(),
+            outbox: outbox.clone(),
+            wake: wake.clone(),
+            health,
+            stats: publisher_stats.clone(),
+            inputs_done,
+            drain_timeout: PUBLISH_DRAIN_TIMEOUT,
+        };
+        tasks.spawn(publisher.run(cancel.clone()));
+    } else {
+        tracing::warn!("no [mqtt] broker configured: events are kept in the outbox (bounded by outbox.max_bytes)");
+    }
     tasks.spawn(watch_status(statuses.clone(), state_rx, stats.clone(), cancel.clone()));
 
     tokio::select! {
@@ -151,11 +197,78 @@ struct FrameLine<'a> {
     detections: &'a [Detection],
 }
 
-/// The output stage: for now, JSON lines on stdout and a debug log line per frame. Ends when the detector
-/// closes the channel, after everything queued was written.
-async fn output(mut rx: mpsc::Receiver<FrameDetections>, ids: Vec<String>, opts: RunOptions) {
+/// Tracking and the outbox: turns each frame's detections into events and stores them durably.
+struct EventStage {
+    device_id: String,
+    /// Per camera: id and zone names.
+    cameras: Vec<(String, Vec<String>)>,
+    trackers: Vec<Tracker>,
+    outbox: Arc<Outbox>,
+    wake: Arc<tokio::sync::Notify>,
+    /// Distinguishes this run's track ids from those of earlier runs in event ids.
+    run_id: u32,
+    /// Event id of each live track.
+    ids: HashMap<(usize, u64), String>,
+}
+
+impl EventStage {
+    fn store(&mut self, events: &[crate::track::TrackEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = events
+            .iter()
+            .map(|e| {
+                let id =
+                    self.ids.entry((e.camera, e.track_id)).or_insert_with(|| event_id(self.run_id, &self.cameras[e.camera].0, e.track_id, e.start)).clone();
+                if e.kind == EventKind::End {
+                    self.ids.remove(&(e.camera, e.track_id));
+                }
+                id
+            })
+            .collect();
+        let indexed: Vec<(usize, &crate::track::TrackEvent)> = events.iter().enumerate().collect();
+        let (device, cameras) = (&self.device_id, &self.cameras);
+        let stored = self.outbox.append_batch(&indexed, |seq, (i, e)| {
+            let (camera, zones) = &cameras[e.camera];
+            serde_json::to_vec(&EventMessage::new(seq, &ids[*i], device, camera, zones, e)).unwrap_or_default()
+        });
+        match stored {
+            Ok(seqs) => {
+                for (e, seq) in events.iter().zip(seqs) {
+                    tracing::info!(camera = %self.cameras[e.camera].0, seq, kind = ?e.kind, label = %e.label, track = e.track_id, "event");
+                }
+                self.wake.notify_one();
+            }
+            Err(e) => tracing::error!(events = events.len(), "events could not be stored: {e}"),
+        }
+    }
+
+    fn frame(&mut self, f: &FrameDetections) {
+        let events = self.trackers[f.frame.camera].update(&f.frame, &f.detections).to_vec();
+        self.store(&events);
+    }
+
+    /// Ends every open event (shutdown).
+    fn finish(&mut self) {
+        for i in 0..self.trackers.len() {
+            let events = self.trackers[i].finish().to_vec();
+            self.store(&events);
+        }
+        if let Err(e) = self.outbox.flush() {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// The output stage: events through the tracker into the outbox, and optionally one JSON line per frame on
+/// stdout. Ends when the detector closes the channel, after everything queued was handled and every open
+/// event was ended.
+async fn output(mut rx: mpsc::Receiver<FrameDetections>, mut events: EventStage, opts: RunOptions, done: CancellationToken) {
     let mut line = Vec::with_capacity(4096);
+    let ids: Vec<String> = events.cameras.iter().map(|c| c.0.clone()).collect();
     while let Some(f) = rx.recv().await {
+        events.frame(&f);
         let info = &f.frame;
         let camera = ids[info.camera].as_str();
         tracing::debug!(camera, seq = info.seq, detections = f.detections.len(), inference_ms = f.timings.inference.as_secs_f64() * 1e3, "frame");
@@ -180,6 +293,31 @@ async fn output(mut rx: mpsc::Receiver<FrameDetections>, ids: Vec<String>, opts:
             let _ = out.write_all(&line).and_then(|_| out.flush());
         }
     }
+    events.finish();
+    done.cancel();
+}
+
+/// The health snapshot: cameras, detector, outbox and broker connection.
+fn health_snapshot(
+    device_id: &str,
+    statuses: &[Arc<CameraStatus>],
+    detector: &DetectorState,
+    stats: &DetectStats,
+    outbox: OutboxStats,
+    mqtt: &PublisherStats,
+) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    serde_json::json!({
+        "device_id": device_id,
+        "version": crate::VERSION,
+        "ts": crate::events::schema::rfc3339(std::time::SystemTime::now()),
+        "cameras": statuses.iter().map(|s| s.snapshot()).collect::<Vec<CameraSnapshot>>(),
+        "detector": detector,
+        "detected_frames": stats.frames.load(Relaxed),
+        "detect_errors": stats.errors.load(Relaxed),
+        "outbox": outbox,
+        "mqtt": { "connected": mqtt.connected.load(Relaxed), "published": mqtt.published.load(Relaxed), "acked": mqtt.acked.load(Relaxed), "connects": mqtt.connects.load(Relaxed) },
+    })
 }
 
 /// Logs camera and detector state changes as they happen, and a status line every [`STATUS_INTERVAL`].

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::source::Source;
 use crate::config::{Problem, is_identifier};
+use crate::track::TrackerConfig;
 
 /// How RTSP media is carried. TCP (interleaved) is the default: it survives NAT, firewalls and lossy Wi-Fi
 /// bridges that drop UDP, at a small latency cost.
@@ -47,6 +48,8 @@ pub struct CameraConfig {
     pub rtsp_transport: RtspTransport,
     /// RTSP jitter-buffer latency.
     pub rtsp_latency_ms: u32,
+    /// Tracking and event triggers (`[camera.track]`).
+    pub track: TrackerConfig,
 }
 
 impl Default for CameraConfig {
@@ -65,6 +68,7 @@ impl Default for CameraConfig {
             loop_file: true,
             rtsp_transport: RtspTransport::Tcp,
             rtsp_latency_ms: 200,
+            track: TrackerConfig::default(),
         }
     }
 }
@@ -112,6 +116,7 @@ impl CameraConfig {
         if !(self.reconnect_max_s >= self.reconnect_initial_s && self.reconnect_max_s <= 3600.0) {
             p.push(Problem::new(format!("{key}.reconnect_max_s"), format!("{} must be at least reconnect_initial_s and at most 3600", self.reconnect_max_s)));
         }
+        p.extend(self.track.validate(&format!("{key}.track")));
         if self.rtsp_latency_ms > 10_000 {
             p.push(Problem::new(format!("{key}.rtsp_latency_ms"), format!("{} is out of range: use at most 10000 ms", self.rtsp_latency_ms)));
         }

@@ -182,3 +182,33 @@ pub fn write_config(dir: &Path, cameras: &[String], detector_extra: &str) -> Pat
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// A mosquitto broker on `port` (loopback), persisting its sessions in `dir` so a restart keeps queued
+/// messages for persistent subscribers.
+pub fn mosquitto(dir: &Path, port: u16) -> Proc {
+    let conf = dir.join(format!("mosquitto-{port}.conf"));
+    std::fs::write(
+        &conf,
+        // `user root`: started as root, mosquitto would switch to its own user, which cannot write the temp dir.
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nuser root\n", dir.display()),
+    )
+    .unwrap();
+    let p = Proc::spawn({
+        let mut c = Command::new("mosquitto");
+        c.arg("-c").arg(&conf);
+        c
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start: {}", p.stderr_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p
+}
+
+/// `mosquitto_sub` printing `topic payload` lines for `topic`, with a persistent QoS 1 session `id`.
+pub fn subscriber(port: u16, topic: &str, id: &str) -> Proc {
+    let mut c = Command::new("mosquitto_sub");
+    c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v", "-q", "1", "-c", "-i", id, "-t", topic]);
+    Proc::spawn(c)
+}

@@ -1,0 +1,99 @@
+//! Settings of the event pipeline: the outbox (`[outbox]`) and the MQTT connection (`[mqtt]`).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::Problem;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Payload bytes the outbox may hold while the broker is unreachable; beyond, the oldest are evicted
+    /// (counted). 64 MiB is about 100,000 events.
+    pub max_bytes: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { max_bytes: 64 << 20 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// `mqtt://host:1883` or `mqtts://host:8883` (TLS).
+    pub url: String,
+    /// Default: `perch-<device_id>`.
+    pub client_id: Option<String>,
+    /// Default: `perch/<device_id>`.
+    pub topic_prefix: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// TLS: CA certificate (PEM) to verify the broker; client certificate and key (PEM) for mutual TLS.
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub keep_alive_s: u64,
+    /// Interval of the retained health snapshot on `<prefix>/health`.
+    pub health_interval_s: f64,
+    /// Events published and not yet acknowledged at most.
+    pub max_inflight: u16,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            client_id: None,
+            topic_prefix: None,
+            username: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            keep_alive_s: 30,
+            health_interval_s: 30.0,
+            max_inflight: 64,
+        }
+    }
+}
+
+impl MqttConfig {
+    pub fn validate(&self, key: &str) -> Vec<Problem> {
+        let mut p = Vec::new();
+        match url::Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "mqtt" | "mqtts" | "tcp" | "ssl") && u.host_str().is_some_and(|h| !h.is_empty()) => {}
+            _ => p.push(Problem::new(
+                format!("{key}.url"),
+                format!("{:?} is not a broker URL: use mqtt://HOST:1883 or mqtts://HOST:8883", crate::util::mask_uri(&self.url)),
+            )),
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            p.push(Problem::new(format!("{key}.cert_file"), "mutual TLS needs both cert_file and key_file"));
+        }
+        if let Some(prefix) = &self.topic_prefix
+            && (prefix.is_empty() || prefix.contains(['+', '#']) || prefix.ends_with('/'))
+        {
+            p.push(Problem::new(
+                format!("{key}.topic_prefix"),
+                format!("{prefix:?}: use a plain topic without wildcards or a trailing slash, e.g. \"site7/perch/gate-1\""),
+            ));
+        }
+        if !(5..=3600).contains(&self.keep_alive_s) {
+            p.push(Problem::new(format!("{key}.keep_alive_s"), format!("{} is out of range: use 5..=3600", self.keep_alive_s)));
+        }
+        if !(self.health_interval_s >= 1.0 && self.health_interval_s <= 3600.0) {
+            p.push(Problem::new(format!("{key}.health_interval_s"), format!("{} is out of range: use 1..=3600", self.health_interval_s)));
+        }
+        if !(1..=1000).contains(&self.max_inflight) {
+            p.push(Problem::new(format!("{key}.max_inflight"), format!("{} is out of range: use 1..=1000", self.max_inflight)));
+        }
+        p
+    }
+
+    pub fn tls(&self) -> bool {
+        self.url.starts_with("mqtts://") || self.url.starts_with("ssl://")
+    }
+}

@@ -1,0 +1,82 @@
+//! The event message: versioned JSON, one per `new` / `update` / `end`, published on
+//! `<prefix>/events/<camera>`.
+//!
+//! `seq` is the outbox sequence number: per device, strictly increasing, never reused. `event_id` names the
+//! object's whole event (the same in its `new`, `update`s and `end`), unique across restarts. A message that
+//! is delivered twice (after a lost acknowledgement) carries the same `seq` and `event_id`, so consumers
+//! can drop the repeat.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::track::{EventKind, TrackEvent};
+
+/// Bumped on any incompatible change of the message.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventMessage<'a> {
+    pub schema_version: u32,
+    pub seq: u64,
+    pub event_id: &'a str,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    pub device_id: &'a str,
+    pub camera: &'a str,
+    pub label: &'a str,
+    pub class_id: u16,
+    pub score: f32,
+    pub top_score: f32,
+    /// `[x1, y1, x2, y2]` in source pixels of a `frame_size` picture.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    pub frame_size: [u32; 2],
+    /// When the object was first seen.
+    pub start: String,
+    /// When it left (`end` only).
+    pub end: Option<String>,
+    pub last_seen: String,
+    pub zones: Vec<&'a str>,
+    /// The recording of the event and its best frame; filled by the recording stage, `null` until then.
+    pub clip: Option<String>,
+    pub snapshot: Option<String>,
+    /// When this message was made.
+    pub ts: String,
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A unique id for the event of `track_id`, seen first at `start`, in this run of perch.
+pub fn event_id(run_id: u32, camera: &str, track_id: u64, start: SystemTime) -> String {
+    let ms = start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    format!("{camera}-{ms:x}-{run_id:08x}-{track_id}")
+}
+
+impl<'a> EventMessage<'a> {
+    pub fn new(seq: u64, event_id: &'a str, device_id: &'a str, camera: &'a str, zone_names: &'a [String], e: &'a TrackEvent) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            seq,
+            event_id,
+            kind: e.kind,
+            device_id,
+            camera,
+            label: &e.label,
+            class_id: e.class_id,
+            score: e.score,
+            top_score: e.top_score,
+            bbox: e.bbox,
+            frame_size: [e.frame_size.0, e.frame_size.1],
+            start: rfc3339(e.start),
+            end: (e.kind == EventKind::End).then(|| rfc3339(e.last_seen)),
+            last_seen: rfc3339(e.last_seen),
+            zones: e.zones.iter().filter_map(|&i| zone_names.get(i).map(String::as_str)).collect(),
+            clip: None,
+            snapshot: None,
+            ts: rfc3339(SystemTime::now()),
+        }
+    }
+}

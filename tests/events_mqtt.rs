@@ -1,0 +1,181 @@
+//! Events end to end against a real mosquitto: schema, broker outage, perch killed with SIGKILL.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{Line, Proc, free_port, media, mosquitto, perch, subscriber, write_config};
+use serde_json::Value;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn config(dir: &std::path::Path, port: u16, loop_file: bool) -> std::path::PathBuf {
+    let video = media("pedestrians-720p-gop1s.mp4");
+    let cam = format!(
+        "id = \"street\"\nsource = \"file://{}\"\ndetect_fps = 5\nloop_file = {loop_file}\nlabels = [\"person\"]\n[camera.track]\nzones = [{{ name = \"left\", polygon = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]] }}]",
+        video.display()
+    );
+    let path = write_config(dir, &[cam], "");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text = text.replace("[detector]", &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nhealth_interval_s = 1\n\n[detector]"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(config: &std::path::Path) -> Proc {
+    let mut cmd = perch();
+    cmd.arg("run").arg("--config").arg(config);
+    Proc::spawn(cmd)
+}
+
+/// Event messages received, by topic `perch/test-box/events/...`.
+fn events(lines: &[Line]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|l| l.text.split_once(' ').filter(|(t, _)| t.starts_with("perch/test-box/events/")).and_then(|(_, p)| serde_json::from_str(p).ok()))
+        .collect()
+}
+
+/// Sequence numbers perch logged as stored in its outbox.
+fn stored(err: &str) -> BTreeSet<u64> {
+    err.lines().filter(|l| l.contains(" event ")).filter_map(|l| l.split("seq=").nth(1)?.split(' ').next()?.parse().ok()).collect()
+}
+
+fn received(lines: &[Line]) -> BTreeSet<u64> {
+    events(lines).iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn events_from_a_real_video_arrive_with_every_field() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = mosquitto(dir.path(), port);
+    let sub = subscriber(port, "perch/test-box/#", "schema-test");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut p = run(&config(dir.path(), port, false));
+    assert!(p.wait_exit(Duration::from_secs(90)).success(), "{}", p.stderr_text());
+    assert!(sub.wait_for(Duration::from_secs(10), |out, _| out.iter().any(|l| l.text == "perch/test-box/status offline")));
+    let out = sub.stdout();
+    let evs = events(&out);
+    assert!(evs.len() >= 20, "only {} events", evs.len());
+    let rfc = |v: &Value| v.as_str().is_some_and(|s| humantime::parse_rfc3339(s).is_ok());
+    for e in &evs {
+        assert_eq!(e["schema_version"], 1);
+        assert_eq!(e["device_id"], "test-box");
+        assert_eq!(e["camera"], "street");
+        assert_eq!(e["label"], "person");
+        assert_eq!(e["class_id"], 0);
+        assert!(["new", "update", "end"].contains(&e["type"].as_str().unwrap()), "{e}");
+        assert!(e["event_id"].as_str().is_some_and(|s| s.starts_with("street-")));
+        let (score, top) = (e["score"].as_f64().unwrap(), e["top_score"].as_f64().unwrap());
+        assert!(score >= 0.5 && top >= score && top <= 1.0, "{e}");
+        let b: Vec<f64> = e["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(b[0] < b[2] && b[1] < b[3] && b[2] <= 1280.0 && b[3] <= 720.0, "{e}");
+        assert_eq!(e["frame_size"], serde_json::json!([1280, 720]));
+        assert!(rfc(&e["start"]) && rfc(&e["last_seen"]) && rfc(&e["ts"]), "{e}");
+        assert_eq!(rfc(&e["end"]), e["type"] == "end", "end time only on end: {e}");
+        assert!(e["zones"].as_array().unwrap().iter().all(|z| z == "left"));
+        assert!(e.get("clip").is_some() && e.get("snapshot").is_some());
+    }
+    // Every object's event opens and closes once, with one id; seq strictly increases.
+    let ids = |kind: &str| evs.iter().filter(|e| e["type"] == kind).map(|e| e["event_id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let (new, end) = (ids("new"), ids("end"));
+    assert_eq!(new.iter().collect::<BTreeSet<_>>(), end.iter().collect::<BTreeSet<_>>());
+    assert_eq!(new.len(), new.iter().collect::<BTreeSet<_>>().len());
+    let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(received(&out), stored(&p.stderr_text()), "every stored event was delivered");
+    assert!(out.iter().any(|l| l.text.starts_with("perch/test-box/health {")), "health snapshot");
+    assert!(out.iter().any(|l| l.text == "perch/test-box/status online"));
+}
+
+#[test]
+fn a_broker_outage_loses_nothing() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker = mosquitto(dir.path(), port);
+    let sub = subscriber(port, "perch/test-box/events/#", "outage-test");
+    std::thread::sleep(Duration::from_millis(300));
+    let p = run(&config(dir.path(), port, true));
+    assert!(sub.wait_for(Duration::from_secs(30), |out, _| events(out).len() >= 5), "no events: {}", p.stderr_text());
+
+    // The broker is stopped for a while (cleanly, so it keeps what it already acknowledged); events keep
+    // coming and wait in perch's outbox.
+    broker.signal("TERM");
+    let mut broker = broker;
+    broker.wait_exit(Duration::from_secs(10));
+    drop(broker);
+    let down = stored(&p.stderr_text()).len();
+    assert!(p.wait_for(Duration::from_secs(30), |_, err| stored(&err.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")).len() >= down + 10));
+    let broker = mosquitto(dir.path(), port);
+    // Back: the outbox drains, then perch stops cleanly.
+    std::thread::sleep(Duration::from_secs(4));
+    p.signal("TERM");
+    let mut p = p;
+    assert!(p.wait_exit(Duration::from_secs(30)).success());
+    let sent = stored(&p.stderr_text());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !received(&sub.stdout()).is_superset(&sent) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = received(&sub.stdout());
+    let missing: Vec<_> = sent.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} of {} events: {missing:?}\nreceived in order: {:?}\nsubscriber: {}\nperch: {}",
+        missing.len(),
+        sent.len(),
+        events(&sub.stdout()).iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(),
+        sub.stderr_text(),
+        p.stderr_text().lines().filter(|l| l.contains("MQTT") || l.contains("outbox")).collect::<Vec<_>>().join("\n")
+    );
+    // Repeats, if any, are the same message.
+    let evs = events(&sub.stdout());
+    for e in &evs {
+        let same: Vec<_> = evs.iter().filter(|o| o["seq"] == e["seq"]).collect();
+        assert!(same.iter().all(|o| o["event_id"] == e["event_id"] && o["type"] == e["type"]));
+    }
+    drop(broker);
+}
+
+#[test]
+fn events_in_the_outbox_survive_sigkill() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), port, true);
+    // No broker yet: everything stays in the outbox. Then perch is killed without warning.
+    let p = run(&cfg);
+    assert!(
+        p.wait_for(Duration::from_secs(40), |_, err| stored(&err.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")).len() >= 15),
+        "{}",
+        p.stderr_text()
+    );
+    p.signal("KILL");
+    let mut p = p;
+    let _ = p.wait_exit(Duration::from_secs(10));
+    let before = stored(&p.stderr_text());
+    drop(p);
+
+    let _broker = mosquitto(dir.path(), port);
+    let sub = subscriber(port, "perch/test-box/events/#", "kill-test");
+    std::thread::sleep(Duration::from_millis(300));
+    let p = run(&cfg);
+    assert!(
+        sub.wait_for(Duration::from_secs(30), |out, _| received(out).is_superset(&before)),
+        "events stored before SIGKILL not delivered: stored {before:?}, got {:?}\n{}",
+        received(&sub.stdout()),
+        p.stderr_text()
+    );
+    // Numbering continues after the restart.
+    assert!(p.wait_for(Duration::from_secs(30), |_, err| {
+        stored(&err.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")).iter().next().is_some_and(|first| first > before.iter().max().unwrap())
+    }));
+}
