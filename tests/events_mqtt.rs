@@ -179,3 +179,112 @@ fn events_in_the_outbox_survive_sigkill() {
         stored(&err.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")).iter().next().is_some_and(|first| first > before.iter().max().unwrap())
     }));
 }
+
+/// A test CA with a server certificate for 127.0.0.1/localhost and a client certificate, made with openssl.
+fn make_pki(dir: &std::path::Path) {
+    let sh = |args: &str| {
+        let out = std::process::Command::new("sh").arg("-c").arg(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "{args}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=perch-test-ca");
+    for name in ["server", "client"] {
+        sh(&format!("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {name}.key -out {name}.csr -subj /CN={name}"));
+        std::fs::write(dir.join(format!("{name}.ext")), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+        sh(&format!("openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext"));
+    }
+}
+
+#[test]
+fn tls_with_client_certificates() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_pki(d);
+    let port = free_port();
+    let conf = d.join("tls.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\nrequire_certificate true\nallow_anonymous true\nuser root\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let broker = Proc::spawn({
+        let mut c = std::process::Command::new("mosquitto");
+        c.arg("-c").arg(&conf);
+        c
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{}", broker.stderr_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tls_sub = |with_cert: bool| {
+        let mut c = std::process::Command::new("mosquitto_sub");
+        c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v", "-q", "1", "-t", "perch/test-box/#", "--cafile"]).arg(d.join("ca.pem"));
+        if with_cert {
+            c.arg("--cert").arg(d.join("client.pem")).arg("--key").arg(d.join("client.key"));
+        }
+        Proc::spawn(c)
+    };
+    let sub = tls_sub(true);
+
+    let cfg = config(d, port, false);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("url = \"mqtt://127.0.0.1:{port}\""),
+        &format!("url = \"mqtts://127.0.0.1:{port}\"\nca_file = \"{0}/ca.pem\"\ncert_file = \"{0}/client.pem\"\nkey_file = \"{0}/client.key\"", d.display()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let p = run(&cfg);
+    assert!(
+        sub.wait_for(Duration::from_secs(40), |out, _| out.iter().any(|l| l.text == "perch/test-box/status online") && !events(out).is_empty()),
+        "perch did not publish over TLS: {}\nsubscriber: {}",
+        p.stderr_text(),
+        sub.stderr_text()
+    );
+    // A client without a certificate is refused by the broker.
+    let mut anonymous = tls_sub(false);
+    let refused = anonymous.wait_exit(Duration::from_secs(15));
+    assert!(!refused.success(), "a client without a certificate was let in");
+    assert!(events(&anonymous.stdout()).is_empty());
+}
+
+#[test]
+fn commands_are_answered_and_malformed_ones_change_nothing() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = mosquitto(dir.path(), port);
+    let sub = subscriber(port, "perch/test-box/cmd/#", "cmd-test");
+    let p = run(&config(dir.path(), port, true));
+    assert!(p.wait_for(Duration::from_secs(30), |_, err| err.iter().any(|l| l.text.contains("MQTT connected"))), "{}", p.stderr_text());
+    std::thread::sleep(Duration::from_millis(500));
+    let publish = |topic: &str, payload: &str| {
+        let ok = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-m", payload])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    publish("perch/test-box/cmd/ping", r#"{"id": 7}"#);
+    publish("perch/test-box/cmd/ping", "{not json");
+    publish("perch/test-box/cmd/reboot-now", "{}");
+    let result = |out: &[Line], n: usize| -> Vec<Value> {
+        out.iter()
+            .filter_map(|l| l.text.split_once(' ').filter(|(t, _)| t.ends_with("/result")).and_then(|(_, b)| serde_json::from_str(b).ok()))
+            .take(n)
+            .collect()
+    };
+    assert!(sub.wait_for(Duration::from_secs(15), |out, _| result(out, 3).len() == 3), "replies: {:?}", sub.stdout());
+    let r = result(&sub.stdout(), 3);
+    assert_eq!(r[0], serde_json::json!({"ok": true, "pong": true, "id": 7}));
+    assert_eq!(r[1]["ok"], false);
+    assert!(r[1]["error"].as_str().unwrap().contains("not JSON"));
+    assert_eq!(r[2]["ok"], false);
+    assert!(r[2]["error"].as_str().unwrap().contains("unknown command"));
+    // And the service carries on.
+    assert!(p.child.id() > 0);
+    let before = stored(&p.stderr_text()).len();
+    assert!(p.wait_for(Duration::from_secs(20), |_, err| stored(&err.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")).len() > before));
+}
