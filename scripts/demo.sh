@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything (scripts/setup.sh), builds perch, and runs the service on the sample street video:
-# frames at 5 fps → YOLOX-Nano → one JSON line per processed frame with its detections.
-# The video plays once in real time (about 14 s), then perch stops by itself.
+# Installs everything (scripts/setup.sh), builds perch, starts a local mosquitto on 127.0.0.1:18830 and runs
+# the service on the sample street video: frames at 5 fps → YOLOX-Nano → tracking → events through the
+# durable outbox to the broker. The events are printed as they arrive (mosquitto_sub). The video plays once
+# in real time (about 14 s), then perch stops by itself, ending every open event.
+# Extra arguments go to `perch run` (e.g. --print-detections for one JSON line per frame).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -9,4 +11,19 @@ bash scripts/setup.sh
 # shellcheck source=/dev/null
 source .local/env
 cargo build --release --locked
-exec ./target/release/perch run --config examples/demo.toml --print-detections "$@"
+PORT=18830
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+if ! (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; then
+  conf=$(mktemp)
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$PORT" >"$conf"
+  mosquitto -c "$conf" >/dev/null 2>&1 &
+  pids+=($!)
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+fi
+mosquitto_sub -h 127.0.0.1 -p "$PORT" -v -t 'perch/demo/events/#' -t 'perch/demo/status' &
+pids+=($!)
+sleep 0.3
+./target/release/perch run --config examples/demo.toml "$@"
+sleep 1
