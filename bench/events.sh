@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Event pipeline benchmark: outbox append throughput (durable) vs raw fdatasync, drain rate to mosquitto vs
+# rumqttc from memory, and frame → subscriber latency through the whole service. See benches/events.rs.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+[ -f .local/env ] || { echo "run scripts/setup.sh first" >&2; exit 1; }
+# shellcheck source=/dev/null
+source .local/env
+cargo build --release --locked
+cargo bench --locked --bench events
