@@ -5,14 +5,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Line, Proc, free_port, media, mosquitto, perch, subscriber, write_config};
+use common::{Line, Proc, free_port, media, mosquitto, perch, serial, subscriber, wait_port, write_config};
 use serde_json::Value;
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn config(dir: &std::path::Path, port: u16, loop_file: bool) -> std::path::PathBuf {
     let video = media("pedestrians-720p-gop1s.mp4");
@@ -43,7 +37,16 @@ fn events(lines: &[Line]) -> Vec<Value> {
 
 /// Sequence numbers perch logged as stored in its outbox.
 fn stored(err: &str) -> BTreeSet<u64> {
-    err.lines().filter(|l| l.contains(" event ")).filter_map(|l| l.split("seq=").nth(1)?.split(' ').next()?.parse().ok()).collect()
+    err.lines().filter_map(stored_seq).collect()
+}
+
+fn stored_seq(line: &str) -> Option<u64> {
+    line.contains(" event ").then(|| line.split("seq=").nth(1)?.split(' ').next()?.parse().ok()).flatten()
+}
+
+/// The same, from collected stderr lines.
+fn stored_lines(err: &[Line]) -> BTreeSet<u64> {
+    err.iter().filter_map(|l| stored_seq(&l.text)).collect()
 }
 
 fn received(lines: &[Line]) -> BTreeSet<u64> {
@@ -113,7 +116,7 @@ fn a_broker_outage_loses_nothing() {
     broker.wait_exit(Duration::from_secs(10));
     drop(broker);
     let down = stored(&p.stderr_text()).len();
-    assert!(p.wait_for(Duration::from_secs(30), |_, err| stored(&err.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")).len() >= down + 10));
+    assert!(p.wait_for(Duration::from_secs(30), |_, err| stored_lines(err).len() >= down + 10));
     let broker = mosquitto(dir.path(), port);
     // Back: the outbox drains, then perch stops cleanly.
     std::thread::sleep(Duration::from_secs(4));
@@ -156,11 +159,7 @@ fn events_in_the_outbox_survive_sigkill() {
     std::thread::sleep(Duration::from_millis(300));
     // perch publishes for a while, then is killed without warning, mid-stream.
     let p = run(&cfg);
-    assert!(
-        p.wait_for(Duration::from_secs(40), |_, err| stored(&err.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")).len() >= 25),
-        "{}",
-        p.stderr_text()
-    );
+    assert!(p.wait_for(Duration::from_secs(40), |_, err| stored_lines(err).len() >= 25), "{}", p.stderr_text());
     p.signal("KILL");
     let mut p = p;
     let _ = p.wait_exit(Duration::from_secs(10));
@@ -176,9 +175,7 @@ fn events_in_the_outbox_survive_sigkill() {
         p.stderr_text()
     );
     // Numbering continues after the restart.
-    assert!(p.wait_for(Duration::from_secs(30), |_, err| {
-        stored(&err.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")).iter().next().is_some_and(|first| first > before.iter().max().unwrap())
-    }));
+    assert!(p.wait_for(Duration::from_secs(30), |_, err| { stored_lines(err).iter().next().is_some_and(|first| first > before.iter().max().unwrap()) }));
 }
 
 /// A test CA with a server certificate for 127.0.0.1/localhost and a client certificate, made with openssl.
@@ -216,11 +213,7 @@ fn tls_with_client_certificates() {
         c.arg("-c").arg(&conf);
         c
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{}", broker.stderr_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_port(port, &broker);
     let tls_sub = |with_cert: bool| {
         let mut c = std::process::Command::new("mosquitto_sub");
         c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v", "-q", "1", "-t", "perch/test-box/#", "--cafile"]).arg(d.join("ca.pem"));
@@ -287,5 +280,5 @@ fn commands_are_answered_and_malformed_ones_change_nothing() {
     // And the service carries on.
     assert!(p.child.id() > 0);
     let before = stored(&p.stderr_text()).len();
-    assert!(p.wait_for(Duration::from_secs(20), |_, err| stored(&err.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")).len() > before));
+    assert!(p.wait_for(Duration::from_secs(20), |_, err| stored_lines(err).len() > before));
 }

@@ -5,16 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_port, json_lines, media, perch, rtsp_server, write_config};
+use common::{Proc, free_port, json_lines, media, perch, rtsp_server, serial, write_config};
 use serde_json::Value;
-
-/// These tests each run a real-time service; run them one at a time so their timing does not depend on
-/// how many others share the two cores.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn run(config: &std::path::Path) -> Proc {
     let mut cmd = perch();

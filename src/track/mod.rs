@@ -19,6 +19,7 @@ pub use config::{TrackerConfig, Zone};
 
 use crate::capture::FrameInfo;
 use crate::detect::Detection;
+use crate::detect::decode::iou;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -107,14 +108,6 @@ pub struct Tracker {
     events: Vec<TrackEvent>,
     pairs: Vec<(f32, usize, usize)>,
     taken: Vec<bool>,
-}
-
-fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = iw * ih;
-    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
 }
 
 fn secs(a: SystemTime, b: SystemTime) -> f64 {

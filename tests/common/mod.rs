@@ -183,6 +183,22 @@ pub fn write_config(dir: &Path, cameras: &[String], detector_extra: &str) -> Pat
     path
 }
 
+/// Tests that run a real-time service take this lock, so their timing does not depend on how many others
+/// share the two cores.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits until something listens on `port` (loopback); panics with `proc`'s stderr after 10 s.
+pub fn wait_port(port: u16, proc: &Proc) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}: {}", proc.stderr_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A mosquitto broker on `port` (loopback), persisting its sessions in `dir` so a restart keeps queued
 /// messages for persistent subscribers.
 pub fn mosquitto(dir: &Path, port: u16) -> Proc {
@@ -198,11 +214,7 @@ pub fn mosquitto(dir: &Path, port: u16) -> Proc {
         c.arg("-c").arg(&conf);
         c
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start: {}", p.stderr_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_port(port, &p);
     p
 }
 
