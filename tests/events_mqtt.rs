@@ -282,3 +282,43 @@ fn commands_are_answered_and_malformed_ones_change_nothing() {
     let before = stored(&p.stderr_text()).len();
     assert!(p.wait_for(Duration::from_secs(20), |_, err| stored_lines(err).len() > before));
 }
+
+#[test]
+fn broker_credentials_are_used_and_masked() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    let passwords = d.join("passwords");
+    let made = std::process::Command::new("mosquitto_passwd").arg("-c").arg("-b").arg(&passwords).args(["perch", "s3cr3t-pass"]).status().unwrap();
+    assert!(made.success());
+    let conf = d.join("auth.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nuser root\n", passwords.display())).unwrap();
+    let broker = Proc::spawn({
+        let mut c = std::process::Command::new("mosquitto");
+        c.arg("-c").arg(&conf);
+        c
+    });
+    wait_port(port, &broker);
+    let sub = Proc::spawn({
+        let mut c = std::process::Command::new("mosquitto_sub");
+        c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-u", "perch", "-P", "s3cr3t-pass", "-v", "-t", "perch/test-box/status"]);
+        c
+    });
+    // Wrong password first: refused, retried, and the password never logged.
+    let cfg = config(d, port, true);
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let url = format!("url = \"mqtt://127.0.0.1:{port}\"");
+    std::fs::write(&cfg, base.replace(&url, &format!("{url}\nusername = \"perch\"\npassword = \"wrong-pass\""))).unwrap();
+    let p = run(&cfg);
+    assert!(
+        p.wait_for(Duration::from_secs(20), |_, err| err.iter().filter(|l| l.text.contains("MQTT connection lost or refused")).count() >= 2),
+        "{}",
+        p.stderr_text()
+    );
+    drop(p);
+    std::fs::write(&cfg, base.replace(&url, &format!("{url}\nusername = \"perch\"\npassword = \"s3cr3t-pass\""))).unwrap();
+    let p = run(&cfg);
+    assert!(sub.wait_for(Duration::from_secs(20), |out, _| out.iter().any(|l| l.text == "perch/test-box/status online")), "{}", p.stderr_text());
+    assert!(!p.stderr_text().contains("s3cr3t-pass"));
+}
