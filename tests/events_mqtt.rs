@@ -316,6 +316,7 @@ fn broker_credentials_are_used_and_masked() {
         "{}",
         p.stderr_text()
     );
+    assert!(!p.stderr_text().contains("wrong-pass"));
     drop(p);
     std::fs::write(&cfg, base.replace(&url, &format!("{url}\nusername = \"perch\"\npassword = \"s3cr3t-pass\""))).unwrap();
     let p = run(&cfg);
