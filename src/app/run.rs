@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::detect::worker::{DetectStats, DetectWorker, FrameDetections};
 use crate::detect::{Detection, DetectorState, ModelManifest};
 use crate::events::publisher::{HealthFn, Publisher, PublisherStats};
-use crate::events::schema::{EventMessage, event_id};
+use crate::events::schema::{EventMessage, event_id, rfc3339};
 use crate::events::{Outbox, OutboxStats};
 use crate::track::{EventKind, Tracker};
 
@@ -216,7 +216,8 @@ impl EventStage {
         if events.is_empty() {
             return;
         }
-        let ids: Vec<String> = events
+        // Each event with its id: the same for an object's new, updates and end.
+        let items: Vec<(String, &crate::track::TrackEvent)> = events
             .iter()
             .map(|e| {
                 let id =
@@ -224,14 +225,13 @@ impl EventStage {
                 if e.kind == EventKind::End {
                     self.ids.remove(&(e.camera, e.track_id));
                 }
-                id
+                (id, e)
             })
             .collect();
-        let indexed: Vec<(usize, &crate::track::TrackEvent)> = events.iter().enumerate().collect();
         let (device, cameras) = (&self.device_id, &self.cameras);
-        let stored = self.outbox.append_batch(&indexed, |seq, (i, e)| {
+        let stored = self.outbox.append_batch(&items, |seq, (id, e)| {
             let (camera, zones) = &cameras[e.camera];
-            serde_json::to_vec(&EventMessage::new(seq, &ids[*i], device, camera, zones, e)).unwrap_or_default()
+            serde_json::to_vec(&EventMessage::new(seq, id, device, camera, zones, e)).unwrap_or_default()
         });
         match stored {
             Ok(seqs) => {
@@ -266,11 +266,10 @@ impl EventStage {
 /// event was ended.
 async fn output(mut rx: mpsc::Receiver<FrameDetections>, mut events: EventStage, opts: RunOptions, done: CancellationToken) {
     let mut line = Vec::with_capacity(4096);
-    let ids: Vec<String> = events.cameras.iter().map(|c| c.0.clone()).collect();
     while let Some(f) = rx.recv().await {
         events.frame(&f);
         let info = &f.frame;
-        let camera = ids[info.camera].as_str();
+        let camera = events.cameras[info.camera].0.as_str();
         tracing::debug!(camera, seq = info.seq, detections = f.detections.len(), inference_ms = f.timings.inference.as_secs_f64() * 1e3, "frame");
         if !opts.print_detections {
             continue;
@@ -280,7 +279,7 @@ async fn output(mut rx: mpsc::Receiver<FrameDetections>, mut events: EventStage,
             seq: info.seq,
             pts_ms: info.pts.map(|p| p.as_secs_f64() * 1e3),
             ts_ms: info.wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-            ts: humantime::format_rfc3339_millis(info.wall).to_string(),
+            ts: rfc3339(info.wall),
             width: info.source_width,
             height: info.source_height,
             inference_ms: f.timings.inference.as_secs_f64() * 1e3,
@@ -310,7 +309,7 @@ fn health_snapshot(
     serde_json::json!({
         "device_id": device_id,
         "version": crate::VERSION,
-        "ts": crate::events::schema::rfc3339(std::time::SystemTime::now()),
+        "ts": rfc3339(std::time::SystemTime::now()),
         "cameras": statuses.iter().map(|s| s.snapshot()).collect::<Vec<CameraSnapshot>>(),
         "detector": detector,
         "detected_frames": stats.frames.load(Relaxed),

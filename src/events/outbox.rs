@@ -32,6 +32,11 @@ fn queue_key(seq: u64) -> [u8; 9] {
     k
 }
 
+/// The sequence number of a queue key.
+fn seq_of(key: &[u8]) -> Result<u64, OutboxError> {
+    key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| OutboxError::Corrupt(format!("key {key:?}")))
+}
+
 fn read_u64(v: Option<sled::IVec>) -> Result<u64, OutboxError> {
     match v {
         None => Ok(0),
@@ -83,7 +88,7 @@ impl Outbox {
         let mut last = None;
         for item in tree.scan_prefix(QUEUE) {
             let (k, v) = item?;
-            let seq = k.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| OutboxError::Corrupt(format!("key {k:?}")))?;
+            let seq = seq_of(&k)?;
             sizes.push_back((seq, v.len() as u64));
             bytes += v.len() as u64;
             last = Some(seq);
@@ -160,7 +165,7 @@ impl Outbox {
             if k.first() != Some(&QUEUE[0]) {
                 break;
             }
-            let seq = k.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| OutboxError::Corrupt(format!("key {k:?}")))?;
+            let seq = seq_of(&k)?;
             out.push((seq, v.to_vec()));
         }
         Ok(out)
