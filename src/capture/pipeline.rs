@@ -529,7 +529,12 @@ fn link_video(
         });
     }
     *slot.lock().unwrap() = Some(SegmentWriter::new(sink.clone(), codec));
-    let tap = gst_app::AppSink::builder().sync(false).max_buffers(64).enable_last_sample(false).build();
+    // The form MP4 stores: the parser in parsebin converts to it (the decoder takes it as well).
+    let tap_caps = match codec {
+        "h264" => gst::Caps::builder("video/x-h264").field("stream-format", gst::List::new(["avc", "avc3"])).field("alignment", "au").build(),
+        _ => gst::Caps::builder("video/x-h265").field("stream-format", gst::List::new(["hvc1", "hev1"])).field("alignment", "au").build(),
+    };
+    let tap = gst_app::AppSink::builder().caps(&tap_caps).sync(false).max_buffers(64).enable_last_sample(false).build();
     let writer = slot.clone();
     tap.set_callbacks(
         gst_app::AppSinkCallbacks::builder()

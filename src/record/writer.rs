@@ -1,5 +1,5 @@
 //! Writes one camera's encoded stream into segment files, in a pipeline of its own:
-//! `appsrc → h264parse → h264timestamper → splitmuxsink`.
+//! `appsrc → [h264timestamper] → splitmuxsink`.
 //!
 //! The capture pipeline taps the parsed stream (after depayloading: the same RTSP session as detection)
 //! and hands each encoded frame to [`SegmentWriter::push`]. A separate pipeline keeps recording failures —
@@ -8,8 +8,9 @@
 //!
 //! Frames arrive stamped with their running time in the capture pipeline, so `splitmuxsink`'s segment
 //! boundaries are in the same timeline, and the capture pipeline's base time (the realtime clock) turns
-//! them into wall-clock times. `h264timestamper` restores decode timestamps for streams with B-frames,
-//! which RTP does not carry and MP4 needs.
+//! them into wall-clock times. The frames arrive already parsed into MP4's form (`avc`, one access unit per
+//! buffer, keyframes flagged), so nothing is parsed twice; for streams without decode timestamps (RTP
+//! carries none) `h264timestamper` restores them, which MP4 needs when there are B-frames.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -57,12 +58,12 @@ impl SegmentWriter {
         Self { sink, codec, running: None, failed_at: None, need_keyframe: true }
     }
 
-    fn start(&mut self) -> Result<(), String> {
+    /// `timestamps`: the stream lacks decode timestamps (RTP), which are then computed.
+    fn start(&mut self, timestamps: bool) -> Result<(), String> {
         let pipeline = gst::Pipeline::new();
         // No clock: frames are written as they come, never waited for.
         pipeline.use_clock(None::<&gst::Clock>);
         let src = gst_app::AppSrc::builder().format(gst::Format::Time).is_live(false).build();
-        let parse = make(&format!("{}parse", self.codec), "parse")?;
         let mux = make("splitmuxsink", "segments")?;
         // A little over the segment length, so that a keyframe exactly at the boundary (2 GOPs of 1 s)
         // still ends the segment there rather than one GOP earlier.
@@ -73,15 +74,17 @@ impl SegmentWriter {
             let fragment = args.get(1).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
             Some(dir.join(format!("rec-{session:x}-{fragment:06}.part")).to_string_lossy().into_owned().to_value())
         });
-        let mut chain: Vec<gst::Element> = vec![src.clone().upcast(), parse];
-        match make(&format!("{}timestamper", self.codec), "timestamper") {
-            Ok(t) => chain.push(t),
-            // GStreamer < 1.22 (JetPack 6 ships 1.20): fine for cameras without B-frames, most of them.
-            Err(_) => tracing::warn!(
-                camera = self.sink.camera,
-                "{}timestamper is missing (GStreamer < 1.22): segments of streams with B-frames may be mistimed",
-                self.codec
-            ),
+        let mut chain: Vec<gst::Element> = vec![src.clone().upcast()];
+        if timestamps {
+            match make(&format!("{}timestamper", self.codec), "timestamper") {
+                Ok(t) => chain.push(t),
+                // GStreamer < 1.22 (JetPack 6 ships 1.20): fine for cameras without B-frames, most of them.
+                Err(_) => tracing::warn!(
+                    camera = self.sink.camera,
+                    "{}timestamper is missing (GStreamer < 1.22): segments of streams with B-frames may be mistimed",
+                    self.codec
+                ),
+            }
         }
         chain.push(mux);
         pipeline.add_many(&chain).map_err(|e| e.to_string())?;
@@ -119,7 +122,7 @@ impl SegmentWriter {
             if self.failed_at.is_some_and(|t| t.elapsed() < RETRY) {
                 return self.dropped();
             }
-            if let Err(e) = self.start() {
+            if let Err(e) = self.start(sample.buffer().is_some_and(|b| b.dts().is_none())) {
                 return self.fail(&e);
             }
             if self.failed_at.take().is_some() {
