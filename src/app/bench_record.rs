@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use serde::Serialize;
 
-use crate::record::writer::SegmentWriter;
+use crate::record::writer::{self, SegmentWriter, SharedWriter};
 use crate::record::{RecordStats, RecorderMsg, SegmentSink};
 
 #[derive(Debug, Serialize)]
@@ -23,6 +22,8 @@ pub struct Side {
     pub cpu_s: f64,
     pub wall_s: f64,
     pub segments: usize,
+    /// Frames perch's writer dropped (its queue was full): must be 0 for a fair comparison.
+    pub dropped_frames: u64,
     /// CPU milliseconds per second of video, per stream.
     pub cpu_ms_per_video_s: f64,
     /// The share of one core one real-time stream takes (%).
@@ -52,13 +53,14 @@ fn cpu(who: libc::c_int) -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-fn side(cpu_s: f64, wall_s: f64, segments: usize, video_s: f64, streams: usize) -> Side {
+fn side(cpu_s: f64, wall_s: f64, segments: usize, dropped_frames: u64, video_s: f64, streams: usize) -> Side {
     let per = cpu_s / (video_s * streams as f64);
-    Side { cpu_s, wall_s, segments, cpu_ms_per_video_s: per * 1e3, core_percent_per_stream: per * 100.0 }
+    Side { cpu_s, wall_s, segments, dropped_frames, cpu_ms_per_video_s: per * 1e3, core_percent_per_stream: per * 100.0 }
 }
 
-/// Records `streams` copies of `input` at once; returns (CPU s, wall s, segments, video s of one copy).
-fn perch_side(input: &Path, streams: usize, segment: Duration, out: &Path) -> anyhow::Result<(f64, f64, usize, f64)> {
+/// Records `streams` copies of `input` at once; returns (CPU s, wall s, segments, dropped frames, video s
+/// of one copy).
+fn perch_side(input: &Path, streams: usize, segment: Duration, out: &Path) -> anyhow::Result<(f64, f64, usize, u64, f64)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<RecorderMsg>(1 << 16);
     let stats = Arc::new(RecordStats::new((0..streams).map(|i| (format!("s{i}"), true))));
     let mut runs = Vec::new();
@@ -68,24 +70,11 @@ fn perch_side(input: &Path, streams: usize, segment: Duration, out: &Path) -> an
         let dir = out.join(format!("perch-{i}"));
         std::fs::create_dir_all(&dir)?;
         let sink = SegmentSink { camera: i, dir, segment, tx: tx.clone(), stats: stats.clone() };
-        let writer: Arc<Mutex<Option<SegmentWriter>>> = Arc::new(Mutex::new(Some(SegmentWriter::new(sink, "h264"))));
+        let writer: SharedWriter = Arc::new(Mutex::new(Some(SegmentWriter::new(sink, "h264").with_backpressure())));
         let pipeline = gst::Pipeline::new();
         let src = gst::ElementFactory::make("filesrc").property("location", input).build()?;
         let parse = gst::ElementFactory::make("parsebin").build()?;
-        let caps = gst::Caps::builder("video/x-h264").field("stream-format", gst::List::new(["avc", "avc3"])).field("alignment", "au").build();
-        let tap = gst_app::AppSink::builder().caps(&caps).sync(false).max_buffers(64).build();
-        let w = writer.clone();
-        tap.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |tap| {
-                    let sample = tap.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    if let Some(w) = w.lock().unwrap().as_mut() {
-                        w.push(&sample);
-                    }
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
+        let tap = writer::tap(writer.clone(), "h264");
         pipeline.add_many([&src, &parse, tap.upcast_ref()])?;
         src.link(&parse)?;
         let tap_pad = tap.static_pad("sink").expect("appsink pad");
@@ -132,7 +121,8 @@ fn perch_side(input: &Path, streams: usize, segment: Duration, out: &Path) -> an
     while let Ok(RecorderMsg::Segment { .. }) = rx.try_recv() {
         segments += 1;
     }
-    Ok((cpu_s, wall_s, segments, video_s))
+    let dropped = stats.cameras.iter().map(|c| c.dropped_frames.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    Ok((cpu_s, wall_s, segments, dropped, video_s))
 }
 
 /// The same with `streams` ffmpeg processes at once.
@@ -167,13 +157,13 @@ pub fn run(input: &Path, streams: usize, rounds: usize, segment: Duration, with_
     let mut video = 0.0;
     for round in 0..rounds {
         let out = tempfile_dir(round)?;
-        let (cpu_s, wall_s, segs, video_s) = perch_side(input, streams, segment, &out)?;
+        let (cpu_s, wall_s, segs, dropped, video_s) = perch_side(input, streams, segment, &out)?;
         video = video_s;
         anyhow::ensure!(video_s > 0.0, "cannot tell the duration of {}", input.display());
-        let p = side(cpu_s, wall_s, segs, video_s, streams);
+        let p = side(cpu_s, wall_s, segs, dropped, video_s, streams);
         let f = if with_ffmpeg {
             let (cpu_s, wall_s, segs) = ffmpeg_side(input, streams, segment, &out)?;
-            Some(side(cpu_s, wall_s, segs, video_s, streams))
+            Some(side(cpu_s, wall_s, segs, 0, video_s, streams))
         } else {
             None
         };

@@ -109,7 +109,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             fit: cam.detect_size.map(|[w, h]| (w, h)).unwrap_or(model_input),
             hub: hub.clone(),
             status: statuses[index].clone(),
-            record: recording[index].as_ref().filter(|_| recorder.is_some()).map(|_| SegmentSink {
+            record: recording[index].as_ref().filter(|_| recorder.as_ref().is_some_and(|r| r.is_open())).map(|_| SegmentSink {
                 camera: index,
                 dir: config.record_dir().join("segments").join(&cam.id),
                 segment: Duration::from_secs_f64(config.record.segment_s),

@@ -28,7 +28,7 @@ use super::config::RtspTransport;
 use super::frame::{Frame, FrameInfo};
 use super::source::Source;
 use crate::record::SegmentSink;
-use crate::record::writer::SegmentWriter;
+use crate::record::writer::{self, SegmentWriter, SharedWriter as Writer};
 use crate::util::secret::{mask_in_text, secrets_of};
 
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +102,6 @@ pub struct CapturePipeline {
     /// The camera's segment writer, once the stream turned out to be recordable.
     writer: Writer,
 }
-
-type Writer = Arc<std::sync::Mutex<Option<SegmentWriter>>>;
 
 /// Initialises GStreamer once per process.
 pub fn init() -> Result<(), CaptureError> {
@@ -234,13 +232,7 @@ impl CapturePipeline {
                 {
                     s.set_unsupported(Some("V4L2 cameras deliver raw or MJPEG frames: recording copies an encoded H.264/H.265 stream".into()));
                 }
-                let uri = other.gst_uri().expect("non-test sources have a URI");
-                let decode = make("uridecodebin")?;
-                decode.set_property("uri", &uri);
-                if let Source::Rtsp(_) = other {
-                    configure_rtsp(&decode, spec);
-                }
-                pipeline.add(&decode).map_err(|e| CaptureError::Build(e.to_string()))?;
+                let decode = uri_bin("uridecodebin", &pipeline, spec)?;
                 let linked = Arc::new(AtomicBool::new(false));
                 let pipeline_weak = pipeline.downgrade();
                 decode.connect_pad_added(move |_, pad| {
@@ -367,6 +359,17 @@ impl Drop for CapturePipeline {
     }
 }
 
+/// `uridecodebin` or `urisourcebin` for the spec's source, with the RTSP settings, added to `pipeline`.
+fn uri_bin(factory: &str, pipeline: &gst::Pipeline, spec: &PipelineSpec) -> Result<gst::Element, CaptureError> {
+    let bin = make(factory)?;
+    bin.set_property("uri", spec.source.gst_uri().expect("non-test sources have a URI"));
+    if let Source::Rtsp(_) = spec.source {
+        configure_rtsp(&bin, spec);
+    }
+    pipeline.add(&bin).map_err(|e| CaptureError::Build(e.to_string()))?;
+    Ok(bin)
+}
+
 /// rtspsrc settings, applied when `uridecodebin`/`urisourcebin` creates the source.
 fn configure_rtsp(bin: &gst::Element, spec: &PipelineSpec) {
     let transport = spec.rtsp_transport;
@@ -417,13 +420,7 @@ fn build_split(
     tail_sink: gst::Pad,
     on_video_pad: OnVideoPad,
 ) -> Result<Writer, CaptureError> {
-    let uri = source.gst_uri().expect("RTSP and file sources have a URI");
-    let src = make("urisourcebin")?;
-    src.set_property("uri", &uri);
-    if let Source::Rtsp(_) = source {
-        configure_rtsp(&src, spec);
-    }
-    pipeline.add(&src).map_err(|e| CaptureError::Build(e.to_string()))?;
+    let src = uri_bin("urisourcebin", pipeline, spec)?;
     let writer: Writer = Arc::default();
     let live = source.is_live();
     let weak = pipeline.downgrade();
@@ -529,24 +526,7 @@ fn link_video(
         });
     }
     *slot.lock().unwrap() = Some(SegmentWriter::new(sink.clone(), codec));
-    // The form MP4 stores: the parser in parsebin converts to it (the decoder takes it as well).
-    let tap_caps = match codec {
-        "h264" => gst::Caps::builder("video/x-h264").field("stream-format", gst::List::new(["avc", "avc3"])).field("alignment", "au").build(),
-        _ => gst::Caps::builder("video/x-h265").field("stream-format", gst::List::new(["hvc1", "hev1"])).field("alignment", "au").build(),
-    };
-    let tap = gst_app::AppSink::builder().caps(&tap_caps).sync(false).max_buffers(64).enable_last_sample(false).build();
-    let writer = slot.clone();
-    tap.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |tap| {
-                let sample = tap.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if let Some(w) = writer.lock().unwrap().as_mut() {
-                    w.push(&sample);
-                }
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    let tap = writer::tap(slot.clone(), codec);
     let all: [&gst::Element; 5] = [&tee, &q_decode, &decode, &q_record, tap.upcast_ref()];
     pipeline.add_many(all).map_err(err)?;
     gst::Element::link_many([&tee, &q_record, tap.upcast_ref()]).map_err(err)?;

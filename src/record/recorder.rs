@@ -137,6 +137,11 @@ pub struct OpenRecorder {
 }
 
 impl OpenRecorder {
+    /// Whether the store could be opened (otherwise nothing is recorded, and health says why).
+    pub fn is_open(&self) -> bool {
+        self.state.is_some()
+    }
+
     /// Runs until every sender of `rx` is gone. Blocking: run it on its own thread (`spawn_blocking`).
     /// Segments, clips and retention are handled until the end; clips still waiting for their post-roll are
     /// then made from what exists.

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gstreamer as gst;
@@ -38,6 +39,32 @@ struct Running {
     caps: Option<gst::Caps>,
 }
 
+/// A camera's writer, shared by the tap (streaming thread) and the capture thread; `None` until the stream
+/// turns out to be recordable.
+pub type SharedWriter = Arc<Mutex<Option<SegmentWriter>>>;
+
+/// The appsink that feeds `writer` from a capture pipeline, asking for the form MP4 stores (`avc`/`hvc1`,
+/// one access unit per buffer): the parser upstream converts to it.
+pub fn tap(writer: SharedWriter, codec: &str) -> gst_app::AppSink {
+    let caps = match codec {
+        "h264" => gst::Caps::builder("video/x-h264").field("stream-format", gst::List::new(["avc", "avc3"])).field("alignment", "au").build(),
+        _ => gst::Caps::builder("video/x-h265").field("stream-format", gst::List::new(["hvc1", "hev1"])).field("alignment", "au").build(),
+    };
+    let sink = gst_app::AppSink::builder().caps(&caps).sync(false).max_buffers(64).enable_last_sample(false).build();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |tap| {
+                let sample = tap.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let Some(w) = writer.lock().unwrap().as_mut() {
+                    w.push(&sample);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    sink
+}
+
 /// The segment writer of one camera's pipeline session.
 pub struct SegmentWriter {
     sink: SegmentSink,
@@ -47,6 +74,9 @@ pub struct SegmentWriter {
     failed_at: Option<Instant>,
     /// Frames are dropped until a keyframe after a (re)start: a segment must start with one.
     need_keyframe: bool,
+    /// Wait for the disk instead of dropping when the queue is full (benchmarks reading files faster than
+    /// real time); a live camera never waits.
+    backpressure: bool,
 }
 
 fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
@@ -55,7 +85,13 @@ fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
 
 impl SegmentWriter {
     pub fn new(sink: SegmentSink, codec: &'static str) -> Self {
-        Self { sink, codec, running: None, failed_at: None, need_keyframe: true }
+        Self { sink, codec, running: None, failed_at: None, need_keyframe: true, backpressure: false }
+    }
+
+    /// Waits for the disk instead of dropping: for input read faster than real time, where dropping would be wrong.
+    pub fn with_backpressure(mut self) -> Self {
+        self.backpressure = true;
+        self
     }
 
     /// `timestamps`: the stream lacks decode timestamps (RTP), which are then computed.
@@ -140,6 +176,9 @@ impl SegmentWriter {
             self.need_keyframe = false;
         }
         let r = self.running.as_mut().expect("started above");
+        while self.backpressure && r.src.current_level_bytes() > MAX_QUEUED_BYTES {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if r.src.current_level_bytes() > MAX_QUEUED_BYTES {
             // The disk is not keeping up; the segment will have a hole, so restart at a keyframe.
             self.need_keyframe = true;
