@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub print_detections: bool,
 }
 
+/// Best-frame buffers kept at once (one per live object of a recorded camera; ~0.3 MB each at 416×234).
+const MAX_SNAPSHOTS: usize = 64;
 /// Depth of the detector → output channel.
 const OUTPUT_QUEUE: usize = 64;
 /// How long a clean shutdown may take before perch gives up waiting for its tasks.
@@ -364,6 +366,9 @@ impl EventStage {
         let sx = view.width as f32 / view.source_width.max(1) as f32;
         let sy = view.height as f32 / view.source_height.max(1) as f32;
         for (track, bbox) in self.trackers[camera].best_in_frame(image.info.seq) {
+            if self.snapshots.len() >= MAX_SNAPSHOTS && !self.snapshots.contains_key(&(camera, track)) {
+                continue; // A crowd: memory stays bounded; later objects get no snapshot.
+            }
             let snap = self.snapshots.entry((camera, track)).or_insert_with(|| Snapshot { width: 0, height: 0, bgr: Vec::new(), bbox: [0.0; 4] });
             snap.bgr.clear();
             for row in view.data.chunks(view.stride).take(h) {
