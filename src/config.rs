@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::capture::CameraConfig;
 use crate::detect::DetectorConfig;
 use crate::events::config::{MqttConfig, OutboxConfig};
+use crate::ota::OtaConfig;
 
 /// Where perch looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/perch/perch.toml";
@@ -31,6 +32,8 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     #[serde(rename = "camera")]
     pub cameras: Vec<CameraConfig>,
+    /// Updates (A/B slots, health-gated commit). Without it, `perch ota` is unavailable.
+    pub ota: Option<OtaConfig>,
 }
 
 impl Default for Config {
@@ -42,6 +45,7 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             mqtt: None,
             cameras: Vec::new(),
+            ota: None,
         }
     }
 }
@@ -115,6 +119,9 @@ impl Config {
         for cam in &mut self.cameras {
             cam.resolve_paths(base);
         }
+        if let Some(ota) = self.ota.as_mut() {
+            ota.resolve_paths(base);
+        }
         if let Some(mqtt) = self.mqtt.as_mut() {
             for p in [&mut mqtt.ca_file, &mut mqtt.cert_file, &mut mqtt.key_file].into_iter().flatten() {
                 abs(p);
@@ -140,6 +147,9 @@ impl Config {
         problems.extend(self.detector.validate("detector"));
         if let Some(mqtt) = &self.mqtt {
             problems.extend(mqtt.validate("mqtt"));
+        }
+        if let Some(ota) = &self.ota {
+            problems.extend(ota.validate("ota"));
         }
         if self.outbox.max_bytes < 64 << 10 {
             problems.push(Problem::new("outbox.max_bytes", format!("{} is too small: allow at least 65536 bytes", self.outbox.max_bytes)));

@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod detect;
 pub mod model;
+pub mod ota;
 pub mod run;
