@@ -103,6 +103,7 @@ pub struct Transition {
 /// The persisted OTA state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OtaState {
+    #[serde(flatten)]
     pub phase: Phase,
     /// The release each slot holds, when known (`None`: factory image or being written).
     pub versions: [Option<String>; 2],
