@@ -99,7 +99,10 @@ struct Setup {
     slot_b: PathBuf,
 }
 
-fn setup(backend: &str) -> (Setup, Box<dyn Firmware>, Box<dyn Fn(&str)>) {
+/// Checks backend-specific expectations (`NAME=value; …`) on the raw bootloader state.
+type Check = Box<dyn Fn(&str)>;
+
+fn setup(backend: &str) -> (Setup, Box<dyn Firmware>, Check) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
@@ -108,7 +111,7 @@ fn setup(backend: &str) -> (Setup, Box<dyn Firmware>, Box<dyn Fn(&str)>) {
     let cmdline = d.join("cmdline");
     std::fs::write(&cmdline, "console=ttyS0 perch.slot=A quiet\n").unwrap();
     let slots = format!("slot_a = \"{}\"\nslot_b = \"{}\"\ntries = 3\ncmdline = \"{}\"\n", slot_a.display(), slot_b.display(), cmdline.display());
-    let (body, fw, check): (String, Box<dyn Firmware>, Box<dyn Fn(&str)>) = match backend {
+    let (body, fw, check): (String, Box<dyn Firmware>, Check) = match backend {
         "uboot" => {
             std::fs::write(d.join("env.txt"), "bootdelay=0\nbootcmd=run perch_boot\n").unwrap();
             tool(Command::new("mkenvimage").args(["-s", "0x4000", "-o"]).arg(d.join("uboot.env")).arg(d.join("env.txt")));

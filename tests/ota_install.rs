@@ -67,6 +67,11 @@ fn install_boot_commit_then_the_next_release_goes_to_the_other_slot() {
 
     assert!(ok(&["ota", "boot", "-c", cfg(&b)]).contains("booted slot B; update trial"));
     assert_eq!(status(&b.config)["running_version"], "2.0.0");
+    // During the trial, slot A is the way back: no install may touch it.
+    let e = fails(&["ota", "install", "--quiet", "-c", cfg(&b), v2.to_str().unwrap()]);
+    assert!(e.contains("is on trial"), "{e}");
+    assert_eq!(sha256(&b.slot_a), b.factory_sha);
+    assert_eq!(status(&b.config)["flags"]["a"]["bootable"], true);
     ok(&["ota", "commit", "-c", cfg(&b)]);
     let s = status(&b.config);
     assert_eq!(s["phase"], "committed");

@@ -103,14 +103,6 @@ pub struct Header {
 }
 
 impl Header {
-    pub fn len(&self) -> u64 {
-        (self.signed.len() + SIG_BLOCK) as u64
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// Reads the head of a bundle from a stream (no seeking: works on HTTP bodies and pipes).
     pub fn read(r: &mut impl Read) -> Result<Self, OtaError> {
         let mut head = [0u8; 12];

@@ -100,11 +100,15 @@ impl Ota {
         }
         tracing::info!(version = %m.version, slot = %target, key = %super::bundle::key_id(key.as_bytes()), "ota: signature ok; installing");
 
+        let total = if app { m.payload_size() } else { m.images.iter().find(|i| i.name == self.cfg.image).map_or(0, |i| i.size) };
+        let start = Event::StartInstall { slot: target, version: m.version.clone(), total };
+        // During a trial the other slot is the way back: it must not be touched.
+        super::state::next(&self.load_state()?.phase, &start).map_err(OtaError::Refused)?;
+
         // From here the slot is written: first make sure the bootloader can never pick it half-written.
         let flags = self.backend.read()?;
         self.backend.write(&flags.begin_install(target))?;
-        let total = if app { m.payload_size() } else { m.images.iter().find(|i| i.name == self.cfg.image).map_or(0, |i| i.size) };
-        self.transition(Event::StartInstall { slot: target, version: m.version.clone(), total }, &format!("installing {} into slot {target}", m.version))?;
+        self.transition(start, &format!("installing {} into slot {target}", m.version))?;
 
         let result = self.write_payload(&mut r, m, target, progress);
         if let Err(e) = result {
