@@ -153,6 +153,27 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses_and_validates_when_uncommented() {
+        let shipped = include_str!("../../overlay/etc/perch/perch.toml");
+        let block: String =
+            shipped.lines().skip_while(|l| *l != "# [ota]").take_while(|l| l.starts_with('#')).map(|l| format!("{}\n", l.trim_start_matches("# "))).collect();
+        assert!(block.starts_with("[ota]\n"), "{block}");
+        let c = crate::config::Config::parse(&format!("device_id = \"x\"\n{block}")).unwrap();
+        let ota = c.ota.unwrap();
+        assert_eq!(ota.backend, BackendKind::Uboot);
+        assert!(ota.validate("ota").is_empty(), "{:?}", ota.validate("ota"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let (key, msg) = crate::config::Config::parse("[ota]\nbakend = \"uboot\"\n").unwrap_err();
+        assert_eq!(key, "ota.bakend");
+        assert!(msg.contains("unknown field"), "{msg}");
+        let (key, _) = crate::config::Config::parse("[ota]\nbackend = \"lilo\"\n").unwrap_err();
+        assert_eq!(key, "ota.backend");
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let c = OtaConfig {
             compatible: "x".into(),
