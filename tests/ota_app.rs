@@ -7,6 +7,8 @@
 //! 2. A broken build that exits at start uses up its tries; the bootloader step falls back and the old
 //!    release runs again, reporting the failed release and why.
 //! 3. A build that starts but fails its golden frame is rolled back by the health gate itself.
+//!
+//! And in slot mode: a trial whose camera never delivers times out, rolls back and runs the reboot command.
 
 mod common;
 mod ota_common;
@@ -163,4 +165,56 @@ fn app_mode_commits_a_healthy_release_and_rolls_back_broken_ones() {
     assert!(st["reason"].as_str().unwrap().contains("missing [\"dog\", \"bicycle\", \"car\"]"), "{st:#}");
     assert_eq!(link(&app, "current"), "b");
     assert_eq!(link(&app, "committed"), "b");
+}
+
+/// Slot mode (file backend): the service itself records the trial boot, its gate times out on a camera that
+/// never delivers, rolls back, and runs the reboot command; the next boot is the old slot.
+#[test]
+fn the_gate_times_out_on_a_dead_camera_rolls_back_and_reboots() {
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
+    std::fs::write(&slot_a, data(64 << 10, 40)).unwrap();
+    let marker = d.join("rebooted");
+    let dead = common::free_port(); // nothing listens there
+    let config = ota_common::config(
+        d,
+        &format!(
+            "backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\nhealth_window_s = 1\nhealth_timeout_s = 4\nreboot_command = [\"sh\", \"-c\", \"echo reboot > {}\"]\n",
+            slot_a.display(),
+            slot_b.display(),
+            marker.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[ota]",
+        &format!("[[camera]]\nid = \"gate\"\nsource = \"rtsp://127.0.0.1:{dead}/none\"\nreconnect_initial_s = 1\nreconnect_max_s = 1\n[ota]"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let c = config.to_str().unwrap();
+    let img = d.join("rootfs");
+    std::fs::write(&img, data(300_000, 41)).unwrap();
+    let v2 = bundle(&d.join("v2.bundle"), "perch-test", "2.0.0", &[("rootfs", &img)], Some(1), 64 << 10);
+    ok(&["ota", "install", "--quiet", "-c", c, v2.to_str().unwrap()]);
+    assert!(ok(&["ota", "boot", "-c", c]).contains("booted slot B; update trial"));
+
+    let mut p = Proc::spawn({
+        let mut cmd = common::perch();
+        cmd.args(["run", "-c", c]);
+        cmd
+    });
+    let exit = p.wait_exit(Duration::from_secs(60));
+    assert!(exit.success(), "{}", p.stderr_text());
+    let log = p.stderr_text();
+    assert!(log.contains("running release 2.0.0 from slot B") && log.contains("on trial"), "{log}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "reboot", "the reboot command ran");
+    let st = status(&config);
+    assert_eq!((st["phase"].as_str(), st["version"].as_str()), (Some("rolled_back"), Some("2.0.0")));
+    let reason = st["reason"].as_str().unwrap();
+    assert!(reason.contains("health gate not passed within 4 s") && reason.contains("camera gate delivers no frames"), "{reason}");
+    assert_eq!(st["flags"]["b"]["bootable"], false);
+    assert!(ok(&["ota", "boot", "-c", c]).contains("booted slot A; update rolled_back"));
+    assert_ne!(status(&config)["running_version"], "2.0.0");
 }
