@@ -31,6 +31,10 @@ const BUFFERS: usize = 4;
 /// Progress is saved to the state file (and so reaches `…/ota/state`) at most this often.
 const PROGRESS_STEP: u64 = 64 << 20;
 
+const HTTP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest silence of the server within a download.
+const HTTP_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Opens `-` (stdin), an `http://`/`https://` URL, or a file.
 pub fn open_source(source: &str) -> Result<Box<dyn Read + Send>, OtaError> {
     if source == "-" {
@@ -38,7 +42,10 @@ pub fn open_source(source: &str) -> Result<Box<dyn Read + Send>, OtaError> {
     }
     if source.starts_with("http://") || source.starts_with("https://") {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let resp = ureq::get(source)
+        // A stalled server must fail the install (the slot stays unbootable), not hang it forever.
+        let config = ureq::Agent::config_builder().timeout_connect(Some(HTTP_CONNECT_TIMEOUT)).timeout_per_read(Some(HTTP_READ_TIMEOUT)).build();
+        let resp = ureq::Agent::new_with_config(config)
+            .get(source)
             .call()
             .map_err(|e| OtaError::Io(format!("cannot download {}: {e}: check the URL and the network", crate::util::mask_uri(source))))?;
         return Ok(Box::new(resp.into_body().into_reader()));
