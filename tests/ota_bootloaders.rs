@@ -293,3 +293,25 @@ fn tegra_through_a_fake_nvbootctrl() {
         ],
     );
 }
+
+/// Installing again while a release is pending (not booted yet) moves the active slot back to the running
+/// one first; that must not cost the running slot its proven status, or a few reboots later nothing boots.
+#[test]
+fn tegra_reinstall_while_pending_keeps_the_running_slot_proven() {
+    let (s, fw, check) = setup("tegra");
+    let c = s.config.to_str().unwrap();
+    let d = s.dir.path();
+    let img = d.join("rootfs");
+    std::fs::write(&img, data(200_000, 13)).unwrap();
+    let v2 = bundle(&d.join("v2.bundle"), "perch-test", "2.0.0", &[("rootfs", &img)], Some(1), CHUNK);
+    ok(&["ota", "install", "--quiet", "-c", c, v2.to_str().unwrap()]);
+    check("active=1; slot0.boot_successful=1");
+    ok(&["ota", "install", "--quiet", "-c", c, v2.to_str().unwrap()]);
+    check("active=1; slot0.boot_successful=1; slot0.status=normal");
+    ok(&["ota", "rollback", "-c", c, "--reason", "changed my mind"]);
+    check("active=0; slot0.boot_successful=1; slot1.status=unbootable");
+    for _ in 0..5 {
+        assert_eq!(fw.reboot(), 'A', "the running slot keeps booting");
+    }
+    assert_eq!(sha256(&s.slot_b), sha256(&img));
+}

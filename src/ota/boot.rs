@@ -245,13 +245,15 @@ impl Bootloader for Tegra {
                 self.ctl(&["set-slot-as-unbootable", &s.index().to_string()])?;
             }
         }
-        // Setting the active slot also makes it bootable and re-arms the firmware's retry counter.
-        if new.get(new.primary).bootable
-            && (new.primary != old.primary || !old.get(new.primary).bootable || new.get(new.primary).tries_left > old.get(new.primary).tries_left)
-        {
+        // Setting the active slot also makes it bootable and re-arms the firmware's retry counter (and may
+        // clear its boot-successful mark).
+        let activate = new.get(new.primary).bootable
+            && (new.primary != old.primary || !old.get(new.primary).bootable || new.get(new.primary).tries_left > old.get(new.primary).tries_left);
+        if activate {
             self.ctl(&["set-active-boot-slot", &new.primary.index().to_string()])?;
         }
-        if new.get(current).successful && !old.get(current).successful {
+        // A proven running slot stays proven, even after being made active again.
+        if new.get(current).successful && (!old.get(current).successful || (activate && new.primary == current)) {
             self.ctl(&["mark-boot-successful"])?;
         }
         Ok(())
