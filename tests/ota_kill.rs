@@ -114,3 +114,38 @@ fn a_reboot_after_an_interrupted_install_boots_the_old_slot_and_records_the_fail
 fn perch_version() -> String {
     ok(&["--version"]).split_whitespace().nth(1).unwrap().to_string()
 }
+
+/// App mode restarts the service without a reboot: a start while `perch ota install` still runs must not
+/// declare that install interrupted.
+#[test]
+fn a_start_during_a_running_install_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
+    std::fs::write(&slot_a, data(64 << 10, 50)).unwrap();
+    let config = config(d, &format!("backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n", slot_a.display(), slot_b.display()));
+    let c = config.to_str().unwrap();
+    let img = d.join("rootfs");
+    std::fs::write(&img, data(1 << 20, 51)).unwrap();
+    let bundle = std::fs::read(bundle(&d.join("v2.bundle"), "perch-test", "2.0.0", &[("rootfs", &img)], Some(1), 64 << 10)).unwrap();
+    let mut child =
+        common::perch().args(["ota", "install", "--quiet", "-c", c, "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&bundle[..bundle.len() / 2]).unwrap();
+    let mut installing = false;
+    for _ in 0..200 {
+        if phase(&config) == "installing" {
+            installing = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(installing, "the install never started");
+    assert!(ok(&["ota", "boot", "-c", c]).contains("booted slot A; update installing"));
+    stdin.write_all(&bundle[bundle.len() / 2..]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(phase(&config), "installed");
+    assert_eq!(sha256(&slot_b), sha256(&img));
+}

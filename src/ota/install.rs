@@ -71,7 +71,7 @@ impl Ota {
     /// Installs the bundle at `source` into the inactive slot. `progress(written, total)` is called per chunk.
     pub fn install(&self, source: &str, opts: &InstallOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<Manifest, OtaError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| OtaError::Io(format!("cannot create {}: {e}", self.dir.display())))?;
-        let lock_path = self.dir.join("install.lock");
+        let lock_path = self.lock_path();
         let lock = File::create(&lock_path).map_err(|e| OtaError::Io(format!("cannot create {}: {e}", lock_path.display())))?;
         if lock.try_lock().is_err() {
             return Err(OtaError::Refused("another install is running: wait for it to finish".into()));

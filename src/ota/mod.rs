@@ -114,6 +114,12 @@ impl Ota {
 
     /// Records which slot runs (idempotent; what the service does at start).
     pub fn reconcile(&self) -> Result<OtaState, OtaError> {
+        let state = self.load_state()?;
+        // An install still running in another process (app mode restarts the service without a reboot)
+        // is not interrupted: leave its state alone.
+        if matches!(state.phase, Phase::Installing { .. }) && self.install_running() {
+            return Ok(state);
+        }
         let slot = self.backend.booted()?;
         let flags = self.backend.read()?;
         let state = self.transition(Event::Booted { slot, flags }, &format!("booted slot {slot}"))?;
@@ -124,6 +130,15 @@ impl Ota {
             self.backend.write(&flags.mark_bad(*failed))?;
         }
         Ok(state)
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.join("install.lock")
+    }
+
+    /// Whether a `perch ota install` holds the install lock now.
+    pub fn install_running(&self) -> bool {
+        std::fs::File::open(self.lock_path()).is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
     }
 
     /// The health gate passed: the trial slot becomes the one to boot.
