@@ -28,6 +28,8 @@ pub struct InstallOptions {
 
 /// Buffers in flight between the reader and the writer.
 const BUFFERS: usize = 4;
+/// Written bytes between two writeback kicks.
+const WRITEBACK_STEP: u64 = 8 << 20;
 /// Progress is saved to the state file (and so reaches `…/ota/state`) at most this often.
 const PROGRESS_STEP: u64 = 64 << 20;
 
@@ -224,6 +226,8 @@ impl Ota {
 
 fn write_loop(rx: mpsc::Receiver<Op>, back: mpsc::Sender<Vec<u8>>) -> Result<(), OtaError> {
     let mut open: Option<(File, Target)> = None;
+    // Bytes written to the open target, and up to where the kernel was asked to start writing them back.
+    let (mut pos, mut kicked) = (0u64, 0u64);
     let io = |t: &Target, what: &str, e: std::io::Error| OtaError::Io(format!("cannot {what} slot {}: {e}", t.path.display()));
     for op in rx {
         match op {
@@ -235,10 +239,16 @@ fn write_loop(rx: mpsc::Receiver<Op>, back: mpsc::Sender<Vec<u8>>) -> Result<(),
                 // first: its length is set at the end).
                 let f = OpenOptions::new().write(true).create(!is_block_device(&t.path)).truncate(false).open(&t.path).map_err(|e| io(&t, "open", e))?;
                 open = Some((f, t));
+                (pos, kicked) = (0, 0);
             }
             Op::Data(buf) => {
                 let (f, t) = open.as_mut().expect("data after open");
                 f.write_all(&buf).map_err(|e| io(t, "write", e))?;
+                pos += buf.len() as u64;
+                if pos - kicked >= WRITEBACK_STEP {
+                    start_writeback(f, kicked, pos - kicked);
+                    kicked = pos;
+                }
                 let _ = back.send(buf);
             }
             Op::Close => {
@@ -255,6 +265,16 @@ fn write_loop(rx: mpsc::Receiver<Op>, back: mpsc::Sender<Vec<u8>>) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Asks the kernel to start writing a range to the disk now, without waiting: the disk works while the next
+/// chunks are hashed, and the final fsync has little left to do.
+fn start_writeback(f: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open file descriptor; the call only schedules I/O on it.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), offset as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }
 
 fn is_block_device(p: &Path) -> bool {
