@@ -161,7 +161,8 @@ enum OtaCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = !matches!(cli.command, Command::Run { .. });
+    // `perch ota` logs its state transitions with their reasons (the journal keeps them under systemd).
+    let quiet = !matches!(cli.command, Command::Run { .. } | Command::Ota(_));
     perch::logging::init(if quiet { "warn" } else { "info" });
     match dispatch(cli.command) {
         Ok(code) => code,
