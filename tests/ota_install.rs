@@ -227,3 +227,45 @@ fn installs_from_http_and_from_stdin() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sha256(&b.slot_b), sha256(&img3));
 }
+
+/// HTTPS from a server whose certificate is signed by a private CA: refused with the built-in roots,
+/// installed once `ota.ca_file` names that CA.
+#[test]
+fn installs_over_https_from_a_server_of_the_configured_ca() {
+    let b = file_box("");
+    let d = b.dir.path();
+    let sh = |args: &str| {
+        let out = Command::new("sh").arg("-c").arg(args).current_dir(d).output().unwrap();
+        assert!(out.status.success(), "{args}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=perch-test-update-ca");
+    sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr -subj /CN=updates");
+    std::fs::write(d.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext");
+    let www = d.join("www");
+    std::fs::create_dir(&www).unwrap();
+    let img = image(d, "rootfs", 1 << 20, 8);
+    bundle(&www.join("v2.bundle"), "perch-test", "2.0.0", &[("rootfs", &img)], Some(1), CHUNK);
+    let port = common::free_port();
+    const SERVER: &str = "import functools, http.server, ssl, sys\n\
+        port, root, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]\n\
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        ctx.load_cert_chain(cert, key)\n\
+        srv = http.server.HTTPServer(('127.0.0.1', port), functools.partial(http.server.SimpleHTTPRequestHandler, directory=root))\n\
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+        srv.serve_forever()\n";
+    let server = common::Proc::spawn({
+        let mut c = Command::new("python3");
+        c.arg("-c").arg(SERVER).arg(port.to_string()).arg(&www).arg(d.join("server.pem")).arg(d.join("server.key"));
+        c
+    });
+    common::wait_port(port, &server);
+    let url = format!("https://127.0.0.1:{port}/v2.bundle");
+    let e = fails(&["ota", "install", "--quiet", "-c", cfg(&b), &url]);
+    assert!(e.contains("cannot download") && e.contains("UnknownIssuer"), "{e}");
+    assert_nothing_bootable_changed(&b);
+    let text = std::fs::read_to_string(&b.config).unwrap() + &format!("ca_file = \"{}\"\n", d.join("ca.pem").display());
+    std::fs::write(&b.config, text).unwrap();
+    ok(&["ota", "install", "--quiet", "-c", cfg(&b), &url]);
+    assert_eq!(sha256(&b.slot_b), sha256(&img));
+}

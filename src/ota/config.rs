@@ -59,6 +59,8 @@ pub struct OtaConfig {
     pub nvbootctrl: PathBuf,
     /// Command run after a rollback on a block backend, to boot the previous slot. Empty: none.
     pub reboot_command: Vec<String>,
+    /// HTTPS downloads: CA certificates (PEM) of the update server, instead of the built-in Mozilla roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for OtaConfig {
@@ -82,6 +84,7 @@ impl Default for OtaConfig {
             cmdline: PathBuf::from("/proc/cmdline"),
             nvbootctrl: PathBuf::from("nvbootctrl"),
             reboot_command: vec!["systemctl".into(), "reboot".into()],
+            ca_file: None,
         }
     }
 }
@@ -100,7 +103,7 @@ impl OtaConfig {
         if self.backend != BackendKind::App {
             abs(&mut self.golden_image);
         }
-        for p in [&mut self.state_dir, &mut self.fw_env_config].into_iter().flatten() {
+        for p in [&mut self.state_dir, &mut self.fw_env_config, &mut self.ca_file].into_iter().flatten() {
             abs(p);
         }
     }

@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use sha2::{Digest, Sha256};
 
@@ -37,23 +37,41 @@ const HTTP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// Longest silence of the server within a download.
 const HTTP_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Opens `-` (stdin), an `http://`/`https://` URL, or a file.
-pub fn open_source(source: &str) -> Result<Box<dyn Read + Send>, OtaError> {
+/// Opens `-` (stdin), an `http://`/`https://` URL, or a file. `ca_file`: the CAs an HTTPS server must be
+/// signed by (default: the built-in Mozilla roots).
+pub fn open_source(source: &str, ca_file: Option<&Path>) -> Result<Box<dyn Read + Send>, OtaError> {
     if source == "-" {
         return Ok(Box::new(std::io::stdin()));
     }
     if source.starts_with("http://") || source.starts_with("https://") {
         let _ = rustls::crypto::ring::default_provider().install_default();
         // A stalled server must fail the install (the slot stays unbootable), not hang it forever.
-        let config = ureq::Agent::config_builder().timeout_connect(Some(HTTP_CONNECT_TIMEOUT)).timeout_per_read(Some(HTTP_READ_TIMEOUT)).build();
-        let resp = ureq::Agent::new_with_config(config)
-            .get(source)
-            .call()
-            .map_err(|e| OtaError::Io(format!("cannot download {}: {e}: check the URL and the network", crate::util::mask_uri(source))))?;
+        let mut config = ureq::Agent::config_builder().timeout_connect(Some(HTTP_CONNECT_TIMEOUT)).timeout_per_read(Some(HTTP_READ_TIMEOUT));
+        if let Some(ca) = ca_file {
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::Specific(Arc::new(load_certs(ca)?))).build());
+        }
+        let config = config.build();
+        let resp = ureq::Agent::new_with_config(config).get(source).call().map_err(|e| {
+            OtaError::Io(format!("cannot download {}: {e}: check the URL, the network, and ota.ca_file for a private CA", crate::util::mask_uri(source)))
+        })?;
         return Ok(Box::new(resp.into_body().into_reader()));
     }
     let f = File::open(source).map_err(|e| OtaError::Io(format!("cannot open bundle {source}: {e}")))?;
     Ok(Box::new(f))
+}
+
+fn load_certs(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, OtaError> {
+    let pem = std::fs::read(path).map_err(|e| OtaError::Io(format!("cannot read ota.ca_file {}: {e}", path.display())))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(OtaError::Io(format!("ota.ca_file {} holds no PEM certificate: give the CA that signed the update server", path.display())));
+    }
+    Ok(certs)
 }
 
 /// Where one image goes.
@@ -78,7 +96,7 @@ impl Ota {
         if lock.try_lock().is_err() {
             return Err(OtaError::Refused("another install is running: wait for it to finish".into()));
         }
-        let mut r = open_source(source)?;
+        let mut r = open_source(source, self.cfg.ca_file.as_deref())?;
         let header = Header::read(&mut r)?;
         let keyring = Keyring::load(&self.cfg.keyring)?;
         let key = header.verify(&keyring)?;
