@@ -81,6 +81,7 @@ async fn drain(dir: &Path, port: u16, n: u64) -> (f64, f64) {
     let cancel = CancellationToken::new();
     let stats = Arc::new(PublisherStats::default());
     let publisher = Publisher {
+        commands: None,
         cfg: MqttConfig { url: format!("mqtt://127.0.0.1:{port}"), health_interval_s: 3600.0, ..MqttConfig::default() },
         device_id: "bench".into(),
         outbox: outbox.clone(),

@@ -13,6 +13,7 @@ use crate::capture::CameraConfig;
 use crate::detect::DetectorConfig;
 use crate::events::config::{MqttConfig, OutboxConfig};
 use crate::ota::OtaConfig;
+use crate::record::RecordConfig;
 
 /// Where perch looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/perch/perch.toml";
@@ -30,6 +31,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// The broker events, health and state go to. Without it, events stay in the outbox (bounded).
     pub mqtt: Option<MqttConfig>,
+    /// Rolling segments, clips and their retention (`[record]`; each camera opts in with `[camera.record]`).
+    pub record: RecordConfig,
     #[serde(rename = "camera")]
     pub cameras: Vec<CameraConfig>,
     /// Updates (A/B slots, health-gated commit). Without it, `perch ota` is unavailable.
@@ -44,6 +47,7 @@ impl Default for Config {
             detector: DetectorConfig::default(),
             outbox: OutboxConfig::default(),
             mqtt: None,
+            record: RecordConfig::default(),
             cameras: Vec::new(),
             ota: None,
         }
@@ -116,6 +120,9 @@ impl Config {
         if let Some(dir) = self.detector.engine_cache_dir.as_mut() {
             abs(dir);
         }
+        if let Some(dir) = self.record.dir.as_mut() {
+            abs(dir);
+        }
         for cam in &mut self.cameras {
             cam.resolve_paths(base);
         }
@@ -154,15 +161,22 @@ impl Config {
         if self.outbox.max_bytes < 64 << 10 {
             problems.push(Problem::new("outbox.max_bytes", format!("{} is too small: allow at least 65536 bytes", self.outbox.max_bytes)));
         }
+        problems.extend(self.record.validate("record"));
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
             let key = format!("camera[{i}]");
             problems.extend(cam.validate(&key));
+            problems.extend(cam.record.validate(&format!("{key}.record"), &self.record));
             if !cam.id.is_empty() && !seen.insert(cam.id.as_str()) {
                 problems.push(Problem::new(format!("{key}.id"), format!("duplicate camera id {:?}: each camera needs its own id", cam.id)));
             }
         }
         problems
+    }
+
+    /// The directory for recordings: configured, or `<state_dir>/recordings`.
+    pub fn record_dir(&self) -> PathBuf {
+        self.record.dir.clone().unwrap_or_else(|| self.state_dir.join("recordings"))
     }
 
     /// The directory for TensorRT engines: configured, or `<state_dir>/engine-cache`.

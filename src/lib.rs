@@ -1,7 +1,7 @@
 //! perch: an edge video-analytics appliance.
 //!
 //! The module tree follows the data: [`capture`] (camera streams → frames) → [`detect`] (frames → boxes) →
-//! later stages (tracking, events, recording, publishing). [`app`] holds the commands the CLI runs;
+//! [`track`] (boxes → events) → [`events`] (outbox → MQTT), with [`record`] keeping the video. [`app`] holds the commands the CLI runs;
 //! [`config`] the configuration file shared by all stages.
 
 pub mod app;
@@ -11,6 +11,7 @@ pub mod detect;
 pub mod events;
 pub mod logging;
 pub mod ota;
+pub mod record;
 pub mod track;
 pub mod util;
 

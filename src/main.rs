@@ -68,6 +68,21 @@ enum Command {
         #[arg(long, default_value_t = 0.3)]
         min_score: f32,
     },
+    /// Measure the CPU cost of recording N H.264 streams by copy, next to `ffmpeg -c copy -f segment`.
+    BenchRecord {
+        /// An H.264 MP4 (e.g. 1080p); read as fast as possible by every stream.
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 2.0)]
+        segment_s: f64,
+        /// Skip the ffmpeg baseline.
+        #[arg(long)]
+        no_ffmpeg: bool,
+    },
     /// Update bundles: build, sign, verify, inspect (see ota/README.md).
     #[command(subcommand)]
     Bundle(BundleCommand),
@@ -212,6 +227,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let mut detector = detector_config(model.as_deref(), None);
             detector.intra_threads = threads;
             let report = app::bench::run(&image, &detector, &std::env::temp_dir().join("perch-engine-cache"), iterations.max(1), warmup, min_score)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchRecord { input, streams, rounds, segment_s, no_ffmpeg } => {
+            let report = app::bench_record::run(&input, streams.max(1), rounds.max(1), std::time::Duration::from_secs_f64(segment_s), !no_ffmpeg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -27,12 +27,17 @@ fn run(config: &std::path::Path) -> Proc {
     Proc::spawn(cmd)
 }
 
-/// Event messages received, by topic `perch/test-box/events/...`.
-fn events(lines: &[Line]) -> Vec<Value> {
+/// Messages received on `perch/test-box/events/...`: events and, for recorded cameras, clip messages.
+fn messages(lines: &[Line]) -> Vec<Value> {
     lines
         .iter()
         .filter_map(|l| l.text.split_once(' ').filter(|(t, _)| t.starts_with("perch/test-box/events/")).and_then(|(_, p)| serde_json::from_str(p).ok()))
         .collect()
+}
+
+/// Event messages (`new`, `update`, `end`) received.
+fn events(lines: &[Line]) -> Vec<Value> {
+    messages(lines).into_iter().filter(|m| m["type"] != "clip").collect()
 }
 
 /// Sequence numbers perch logged as stored in its outbox.
@@ -94,6 +99,15 @@ fn events_from_a_real_video_arrive_with_every_field() {
     let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     assert_eq!(received(&out), stored(&p.stderr_text()), "every stored event was delivered");
+    // The camera is recorded: each `end` names its clip, and the clip message follows (at the latest when
+    // the service stops at the end of the file).
+    let clips: Vec<Value> = messages(&out).into_iter().filter(|m| m["type"] == "clip").collect();
+    for e in evs.iter().filter(|e| e["type"] == "end") {
+        let id = e["event_id"].as_str().unwrap();
+        assert_eq!(e["clip"], format!("clips/{id}.mp4"), "{e}");
+        let c = clips.iter().find(|c| c["event_id"] == id).unwrap_or_else(|| panic!("no clip message for {id}"));
+        assert!(c["status"] == "complete" || c["status"] == "partial", "{c}");
+    }
     assert!(out.iter().any(|l| l.text.starts_with("perch/test-box/health {")), "health snapshot");
     assert!(out.iter().any(|l| l.text == "perch/test-box/status online"));
 }

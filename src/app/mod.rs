@@ -1,6 +1,7 @@
-//! The commands behind the CLI: the service (`run`), one-shot detection, the frame benchmark.
+//! The commands behind the CLI: the service (`run`), one-shot detection, the frame and recording benchmarks.
 
 pub mod bench;
+pub mod bench_record;
 pub mod detect;
 pub mod model;
 pub mod ota;

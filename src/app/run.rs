@@ -19,9 +19,12 @@ use crate::capture::{self, Camera, CameraSnapshot, CameraState, CameraStatus, Fr
 use crate::config::Config;
 use crate::detect::worker::{DetectStats, DetectWorker, FrameDetections};
 use crate::detect::{Detection, DetectorState, ModelManifest};
-use crate::events::publisher::{HealthFn, Publisher, PublisherStats};
+use crate::events::publisher::{CommandFn, HealthFn, Publisher, PublisherStats};
 use crate::events::schema::{EventMessage, event_id, rfc3339};
 use crate::events::{Outbox, OutboxStats};
+use crate::record::clip::Snapshot;
+use crate::record::store::ClipJob;
+use crate::record::{CameraRecordConfig, RecordControl, RecordStats, Recorder, RecorderMsg, SegmentSink};
 use crate::track::{EventKind, Tracker};
 
 /// How the service reports what it detects (until events and MQTT take over).
@@ -68,6 +71,28 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     let wake = Arc::new(tokio::sync::Notify::new());
 
+    // Recording: the store is opened (and cleaned up after an unclean stop) before any camera writes to it.
+    let record_stats = Arc::new(RecordStats::new(config.cameras.iter().map(|c| (c.id.clone(), c.records()))));
+    let recording: Vec<Option<CameraRecordConfig>> = config.cameras.iter().map(|c| c.records().then(|| c.record.clone())).collect();
+    let (rec_tx, rec_rx) = mpsc::channel::<RecorderMsg>(crate::record::recorder::QUEUE);
+    let recorder = recording.iter().any(Option::is_some).then(|| {
+        Recorder {
+            config: config.record.clone(),
+            dir: config.record_dir(),
+            device_id: config.device_id.clone(),
+            cameras: config.cameras.iter().map(|c| c.id.clone()).collect(),
+            outbox: outbox.clone(),
+            wake: wake.clone(),
+            stats: record_stats.clone(),
+        }
+        .open()
+    });
+    let record_control = Arc::new(RecordControl::new(
+        &rec_tx,
+        config.cameras.iter().zip(&recording).map(|(c, r)| (c.id.clone(), r.clone())).collect(),
+        Duration::from_secs_f64(config.record.manual_max_s),
+    ));
+
     let cancel = CancellationToken::new();
     let hub = Arc::new(FrameHub::new(config.cameras.len()));
     let statuses: Vec<Arc<CameraStatus>> = config.cameras.iter().map(|c| Arc::new(CameraStatus::new(&c.id, c.masked_source(), c.enabled))).collect();
@@ -84,6 +109,13 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             fit: cam.detect_size.map(|[w, h]| (w, h)).unwrap_or(model_input),
             hub: hub.clone(),
             status: statuses[index].clone(),
+            record: recording[index].as_ref().filter(|_| recorder.is_some()).map(|_| SegmentSink {
+                camera: index,
+                dir: config.record_dir().join("segments").join(&cam.id),
+                segment: Duration::from_secs_f64(config.record.segment_s),
+                tx: rec_tx.clone(),
+                stats: record_stats.clone(),
+            }),
         };
         let cancel = cancel.clone();
         tasks.spawn_blocking(move || camera.run(cancel));
@@ -101,6 +133,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         out: tx,
         state: state_tx,
         stats: stats.clone(),
+        keep_images: recording.iter().map(Option::is_some).collect(),
     };
     {
         let cancel = cancel.clone();
@@ -114,22 +147,42 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         wake: wake.clone(),
         run_id: fastrand::u32(..),
         ids: HashMap::new(),
+        recorder: recorder.is_some().then(|| rec_tx.clone()),
+        recording: recording.clone(),
+        snapshots: HashMap::new(),
+        record_stats: record_stats.clone(),
     };
+    // The publisher drains the outbox once nothing can add to it: after the output stage, and after the
+    // recorder (its clip messages) when there is one. The recorder stops when every sender is gone.
     let inputs_done = CancellationToken::new();
-    tasks.spawn(output(rx, events, opts.clone(), inputs_done.clone()));
+    drop(rec_tx);
+    if let Some(recorder) = recorder {
+        let (handle, done) = (tokio::runtime::Handle::current(), inputs_done.clone());
+        tasks.spawn_blocking(move || {
+            recorder.run(rec_rx, handle);
+            done.cancel();
+        });
+        tasks.spawn(output(rx, events, opts.clone(), None));
+    } else {
+        tasks.spawn(output(rx, events, opts.clone(), Some(inputs_done.clone())));
+    }
     let publisher_stats = Arc::new(PublisherStats::default());
     if let Some(mqtt) = &config.mqtt {
         let health: HealthFn = {
             let (statuses, state_rx, outbox, stats, pstats) = (statuses.clone(), state_rx.clone(), outbox.clone(), stats.clone(), publisher_stats.clone());
-            let device_id = config.device_id.clone();
+            let (device_id, record_stats) = (config.device_id.clone(), record_stats.clone());
             let ota = crate::ota::health::status_fn(&config);
             Arc::new(move || {
-                let mut h = health_snapshot(&device_id, &statuses, &state_rx.borrow(), &stats, outbox.stats(), &pstats);
+                let mut h = health_snapshot(&device_id, &statuses, &state_rx.borrow(), &stats, outbox.stats(), &pstats, &record_stats);
                 if let Some(ota) = &ota {
                     h["ota"] = ota();
                 }
                 h
             })
+        };
+        let commands: CommandFn = {
+            let control = record_control.clone();
+            Arc::new(move |name, request| (name == "record").then(|| control.command(request)))
         };
         let publisher = Publisher {
             cfg: mqtt.clone(),
@@ -137,6 +190,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             outbox: outbox.clone(),
             wake: wake.clone(),
             health,
+            commands: Some(commands),
             stats: publisher_stats.clone(),
             inputs_done,
             drain_timeout: PUBLISH_DRAIN_TIMEOUT,
@@ -224,6 +278,13 @@ struct EventStage {
     run_id: u32,
     /// Event id of each live track.
     ids: HashMap<(usize, u64), String>,
+    /// Where clip requests go, when any camera is recorded.
+    recorder: Option<mpsc::Sender<RecorderMsg>>,
+    /// Per camera: its recording settings when it is recorded.
+    recording: Vec<Option<CameraRecordConfig>>,
+    /// The best frame of each live track of a recorded camera (buffers reused as the best improves).
+    snapshots: HashMap<(usize, u64), Snapshot>,
+    record_stats: Arc<RecordStats>,
 }
 
 impl EventStage {
@@ -243,10 +304,16 @@ impl EventStage {
                 (id, e)
             })
             .collect();
-        let (device, cameras) = (&self.device_id, &self.cameras);
+        let (device, cameras, recording) = (&self.device_id, &self.cameras, &self.recording);
         let stored = self.outbox.append_batch(&items, |seq, (id, e)| {
             let (camera, zones) = &cameras[e.camera];
-            serde_json::to_vec(&EventMessage::new(seq, id, device, camera, zones, e)).unwrap_or_default()
+            let mut msg = EventMessage::new(seq, id, device, camera, zones, e);
+            if e.kind == EventKind::End && recording[e.camera].is_some() {
+                // The clip is made once its post-roll is recorded; a `clip` message says when it is ready.
+                msg.clip = Some(format!("clips/{id}.mp4"));
+                msg.snapshot = Some(format!("clips/{id}.jpg"));
+            }
+            serde_json::to_vec(&msg).unwrap_or_default()
         });
         match stored {
             Ok(seqs) => {
@@ -257,11 +324,70 @@ impl EventStage {
             }
             Err(e) => tracing::error!(events = events.len(), "events could not be stored: {e}"),
         }
+        for (id, e) in items {
+            self.request_clip(id, e);
+        }
+    }
+
+    /// `new`: the recorder keeps the camera's segments from the pre-roll on; `end`: it makes the clip.
+    fn request_clip(&mut self, id: String, e: &crate::track::TrackEvent) {
+        let (Some(tx), Some(rec)) = (&self.recorder, &self.recording[e.camera]) else { return };
+        let at = |t: std::time::SystemTime, shift: f64, back: bool| {
+            let t = crate::record::store::ms(t);
+            let d = (shift * 1000.0) as u64;
+            if back { t.saturating_sub(d) } else { t + d }
+        };
+        let msg = match e.kind {
+            EventKind::New => RecorderMsg::Hold { id, camera: e.camera, from_ms: at(e.start, rec.pre_roll_s, true), auto_clip_ms: None, kind: "event" },
+            EventKind::End => {
+                let job = ClipJob {
+                    id,
+                    camera: self.cameras[e.camera].0.clone(),
+                    from_ms: at(e.start, rec.pre_roll_s, true),
+                    to_ms: at(e.last_seen, rec.post_roll_s, false),
+                    kind: "event".into(),
+                    label: Some(e.label.to_string()),
+                };
+                RecorderMsg::Clip { job, snapshot: self.snapshots.remove(&(e.camera, e.track_id)).map(Box::new) }
+            }
+            EventKind::Update => return,
+        };
+        if tx.try_send(msg).is_err() {
+            self.record_stats.dropped_messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(camera = %self.cameras[e.camera].0, "the recorder is not keeping up: a clip request was dropped");
+        }
     }
 
     fn frame(&mut self, f: &FrameDetections) {
-        let events = self.trackers[f.frame.camera].update(&f.frame, &f.detections).to_vec();
+        let camera = f.frame.camera;
+        self.trackers[camera].update(&f.frame, &f.detections);
+        if let Some(image) = &f.image {
+            self.take_snapshots(camera, image);
+        }
+        let events = self.trackers[camera].events().to_vec();
         self.store(&events);
+        if self.recording[camera].is_some() {
+            let tracker = &self.trackers[camera];
+            self.snapshots.retain(|&(c, id), _| c != camera || tracker.has(id));
+        }
+    }
+
+    /// Copies the frame into the snapshot buffer of each track whose best sighting it holds.
+    fn take_snapshots(&mut self, camera: usize, image: &crate::capture::Frame) {
+        let view = image.view();
+        let (w, h) = (view.width as usize, view.height as usize);
+        let sx = view.width as f32 / view.source_width.max(1) as f32;
+        let sy = view.height as f32 / view.source_height.max(1) as f32;
+        for (track, bbox) in self.trackers[camera].best_in_frame(image.info.seq) {
+            let snap = self.snapshots.entry((camera, track)).or_insert_with(|| Snapshot { width: 0, height: 0, bgr: Vec::new(), bbox: [0.0; 4] });
+            snap.bgr.clear();
+            for row in view.data.chunks(view.stride).take(h) {
+                snap.bgr.extend_from_slice(&row[..w * 3]);
+            }
+            snap.width = view.width;
+            snap.height = view.height;
+            snap.bbox = [bbox[0] * sx, bbox[1] * sy, bbox[2] * sx, bbox[3] * sy];
+        }
     }
 
     /// Ends every open event (shutdown).
@@ -279,7 +405,7 @@ impl EventStage {
 /// The output stage: events through the tracker into the outbox, and optionally one JSON line per frame on
 /// stdout. Ends when the detector closes the channel, after everything queued was handled and every open
 /// event was ended.
-async fn output(mut rx: mpsc::Receiver<FrameDetections>, mut events: EventStage, opts: RunOptions, done: CancellationToken) {
+async fn output(mut rx: mpsc::Receiver<FrameDetections>, mut events: EventStage, opts: RunOptions, done: Option<CancellationToken>) {
     let mut line = Vec::with_capacity(4096);
     while let Some(f) = rx.recv().await {
         events.frame(&f);
@@ -308,7 +434,10 @@ async fn output(mut rx: mpsc::Receiver<FrameDetections>, mut events: EventStage,
         }
     }
     events.finish();
-    done.cancel();
+    drop(events);
+    if let Some(done) = done {
+        done.cancel();
+    }
 }
 
 /// The health snapshot: cameras, detector, outbox and broker connection.
@@ -319,6 +448,7 @@ fn health_snapshot(
     stats: &DetectStats,
     outbox: OutboxStats,
     mqtt: &PublisherStats,
+    recording: &RecordStats,
 ) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
     serde_json::json!({
@@ -331,6 +461,7 @@ fn health_snapshot(
         "detect_errors": stats.errors.load(Relaxed),
         "outbox": outbox,
         "mqtt": { "connected": mqtt.connected.load(Relaxed), "published": mqtt.published.load(Relaxed), "acked": mqtt.acked.load(Relaxed), "connects": mqtt.connects.load(Relaxed) },
+        "recording": recording.snapshot(),
     })
 }
 

@@ -16,6 +16,7 @@ use super::frame::FrameHub;
 use super::pipeline::{CaptureError, CapturePipeline, Pacing, PipelineSpec, Pull};
 use super::source::Source;
 use super::status::{CameraState, CameraStatus};
+use crate::record::SegmentSink;
 use crate::util::Backoff;
 
 /// How often the capture thread wakes up to check for cancellation while waiting for a frame.
@@ -39,6 +40,8 @@ pub struct Camera {
     pub fit: (u32, u32),
     pub hub: Arc<FrameHub>,
     pub status: Arc<CameraStatus>,
+    /// Where to record this camera's stream, when it is recorded.
+    pub record: Option<SegmentSink>,
 }
 
 impl Camera {
@@ -63,6 +66,7 @@ impl Camera {
             rtsp_transport: self.config.rtsp_transport,
             rtsp_latency_ms: self.config.rtsp_latency_ms,
             connect_timeout: Duration::from_secs_f64(self.config.stall_timeout_s),
+            record: self.record.clone(),
         };
         let mut backoff = Backoff::new(Duration::from_secs_f64(self.config.reconnect_initial_s), Duration::from_secs_f64(self.config.reconnect_max_s), 0.2);
         let mut seq = 0u64;
@@ -113,7 +117,7 @@ impl Camera {
     /// One pipeline session; returns how it ended and how many frames it delivered.
     fn session(&self, spec: &PipelineSpec, seq: &mut u64, cancel: &CancellationToken) -> (SessionEnd, u64) {
         let id = &self.config.id;
-        let mut pipeline = match CapturePipeline::build(spec, self.index).and_then(|p| p.start().map(|_| p)) {
+        let mut pipeline = match CapturePipeline::build(spec, self.index).and_then(|mut p| p.start().map(|_| p)) {
             Ok(p) => p,
             Err(e) => return (SessionEnd::Failed(e), 0),
         };

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::source::Source;
 use crate::config::{Problem, is_identifier};
+use crate::record::CameraRecordConfig;
 use crate::track::TrackerConfig;
 
 /// How RTSP media is carried. TCP (interleaved) is the default: it survives NAT, firewalls and lossy Wi-Fi
@@ -50,6 +51,8 @@ pub struct CameraConfig {
     pub rtsp_latency_ms: u32,
     /// Tracking and event triggers (`[camera.track]`).
     pub track: TrackerConfig,
+    /// Rolling segments and event clips (`[camera.record]`).
+    pub record: CameraRecordConfig,
 }
 
 impl Default for CameraConfig {
@@ -69,6 +72,7 @@ impl Default for CameraConfig {
             rtsp_transport: RtspTransport::Tcp,
             rtsp_latency_ms: 200,
             track: TrackerConfig::default(),
+            record: CameraRecordConfig::default(),
         }
     }
 }
@@ -121,6 +125,11 @@ impl CameraConfig {
             p.push(Problem::new(format!("{key}.rtsp_latency_ms"), format!("{} is out of range: use at most 10000 ms", self.rtsp_latency_ms)));
         }
         p
+    }
+
+    /// Whether this camera's stream is recorded: enabled, and a source that carries an encoded stream.
+    pub fn records(&self) -> bool {
+        self.enabled && self.record.enabled && matches!(Source::parse(&self.source), Ok(Source::Rtsp(_) | Source::File(_)))
     }
 
     /// The masked source URI, for logs and status output.

@@ -1,4 +1,12 @@
-//! One GStreamer pipeline per camera: source → decode → rate limit → scale → BGR → appsink.
+//! One GStreamer pipeline per camera: source → decode → rate limit → scale → BGR → appsink, and, for a
+//! recorded camera, a second branch that copies the encoded stream into segments.
+//!
+//! A recorded camera's pipeline opens the source once (`urisourcebin`: one RTSP session), depayloads and
+//! parses it (`parsebin`), and splits the encoded stream with a `tee`: one branch goes to the decoder, the
+//! other to an appsink that hands each encoded frame to the camera's [`SegmentWriter`] (a pipeline of its
+//! own, so a failing disk never stops detection). Each branch has its own queue; on live sources both are
+//! leaky, so a slow decoder never stalls recording and a slow disk never stalls detection, and whatever
+//! they drop is counted.
 //!
 //! All the per-frame work that can be done before perch sees a frame happens inside GStreamer: frames above
 //! the detect rate are dropped right after decoding (`videorate drop-only`), the rest are scaled to fit the
@@ -19,6 +27,8 @@ use gstreamer_video as gst_video;
 use super::config::RtspTransport;
 use super::frame::{Frame, FrameInfo};
 use super::source::Source;
+use crate::record::SegmentSink;
+use crate::record::writer::SegmentWriter;
 use crate::util::secret::{mask_in_text, secrets_of};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +72,8 @@ pub struct PipelineSpec {
     pub rtsp_latency_ms: u32,
     /// How long to wait for an RTSP server to answer.
     pub connect_timeout: Duration,
+    /// Record the encoded stream into segments (RTSP and file sources carrying H.264/H.265).
+    pub record: Option<SegmentSink>,
 }
 
 /// The result of waiting for a frame.
@@ -87,7 +99,11 @@ pub struct CapturePipeline {
     pulled: u64,
     pacing: Pacing,
     camera: usize,
+    /// The camera's segment writer, once the stream turned out to be recordable.
+    writer: Writer,
 }
+
+type Writer = Arc<std::sync::Mutex<Option<SegmentWriter>>>;
 
 /// Initialises GStreamer once per process.
 pub fn init() -> Result<(), CaptureError> {
@@ -187,8 +203,12 @@ impl CapturePipeline {
             }
         };
 
+        let mut writer = None;
         match &spec.source {
             Source::Test { pattern, width, height, fps } => {
+                if let Some(s) = spec.record.as_ref().and_then(SegmentSink::camera_stats) {
+                    s.set_unsupported(Some("test patterns are not recorded: there is no encoded stream to copy".into()));
+                }
                 let src = make("videotestsrc")?;
                 src.set_property("is-live", true);
                 src.set_property_from_str("pattern", pattern);
@@ -204,31 +224,21 @@ impl CapturePipeline {
                 on_video_pad(&caps);
                 filter.link(&tail[0]).map_err(|e| CaptureError::Build(e.to_string()))?;
             }
+            other @ (Source::Rtsp(_) | Source::File(_)) if spec.record.is_some() && !other.is_image() => {
+                let sink = spec.record.clone().expect("checked");
+                writer = Some(build_split(&pipeline, other, spec, &sink, tail_sink.clone(), Arc::new(on_video_pad))?);
+            }
             other => {
+                if let (Some(rec), Source::V4l2(_)) = (&spec.record, other)
+                    && let Some(s) = rec.camera_stats()
+                {
+                    s.set_unsupported(Some("V4L2 cameras deliver raw or MJPEG frames: recording copies an encoded H.264/H.265 stream".into()));
+                }
                 let uri = other.gst_uri().expect("non-test sources have a URI");
                 let decode = make("uridecodebin")?;
                 decode.set_property("uri", &uri);
                 if let Source::Rtsp(_) = other {
-                    let transport = spec.rtsp_transport;
-                    let latency = spec.rtsp_latency_ms;
-                    let tcp_timeout_us = spec.connect_timeout.as_micros() as u64;
-                    decode.connect("source-setup", false, move |args| {
-                        if let Some(src) = args.get(1).and_then(|v| v.get::<gst::Element>().ok())
-                            && src.has_property("latency")
-                        {
-                            src.set_property("latency", latency);
-                            src.set_property("drop-on-latency", true);
-                            // A camera that accepts the connection but never answers is a stall too.
-                            src.set_property("tcp-timeout", tcp_timeout_us);
-                            let protocols = match transport {
-                                RtspTransport::Tcp => "tcp",
-                                RtspTransport::Udp => "udp",
-                                RtspTransport::Auto => "udp+udp-mcast+tcp",
-                            };
-                            src.set_property_from_str("protocols", protocols);
-                        }
-                        None
-                    });
+                    configure_rtsp(&decode, spec);
                 }
                 pipeline.add(&decode).map_err(|e| CaptureError::Build(e.to_string()))?;
                 let linked = Arc::new(AtomicBool::new(false));
@@ -243,17 +253,7 @@ impl CapturePipeline {
                         }
                         return;
                     }
-                    // Audio, subtitles or a second video stream: consume and discard, so the demuxer never
-                    // sees not-linked.
-                    if let Some(pipeline) = pipeline_weak.upgrade()
-                        && let Ok(sink) = gst::ElementFactory::make("fakesink").property("sync", false).property("async", false).build()
-                        && pipeline.add(&sink).is_ok()
-                    {
-                        let _ = sink.sync_state_with_parent();
-                        if let Some(sink_pad) = sink.static_pad("sink") {
-                            let _ = pad.link(&sink_pad);
-                        }
-                    }
+                    discard(&pipeline_weak, pad);
                 });
             }
         }
@@ -264,18 +264,22 @@ impl CapturePipeline {
             pipeline.use_clock(Some(&clock));
         }
         let bus = pipeline.bus().ok_or_else(|| CaptureError::Build("pipeline has no bus".into()))?;
-        Ok(Self { pipeline, appsink, bus, secrets, source_size, arrived, pulled: 0, pacing: spec.pacing, camera })
+        let writer = writer.unwrap_or_default();
+        Ok(Self { pipeline, appsink, bus, secrets, source_size, arrived, pulled: 0, pacing: spec.pacing, camera, writer })
     }
 
     /// Sets the pipeline playing. Errors in opening the source arrive later, on the bus, through [`Self::pull`].
-    pub fn start(&self) -> Result<(), CaptureError> {
+    pub fn start(&mut self) -> Result<(), CaptureError> {
         match self.pipeline.set_state(gst::State::Playing) {
             Ok(_) => Ok(()),
             Err(_) => Err(self.bus_error().unwrap_or_else(|| CaptureError::Build("the pipeline refused to start".into()))),
         }
     }
 
-    fn bus_error(&self) -> Option<CaptureError> {
+    fn bus_error(&mut self) -> Option<CaptureError> {
+        if let Some(w) = self.writer.lock().unwrap().as_mut() {
+            w.poll(self.pipeline.base_time().map(|t| t.nseconds()).unwrap_or(0));
+        }
         while let Some(msg) = self.bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Warning]) {
             match msg.view() {
                 gst::MessageView::Error(err) => {
@@ -300,6 +304,7 @@ impl CapturePipeline {
         if let Some(e) = self.bus_error() {
             return Err(e);
         }
+
         let Some(sample) = self.appsink.try_pull_sample(gst::ClockTime::from_nseconds(timeout.as_nanos() as u64)) else {
             if let Some(e) = self.bus_error() {
                 return Err(e);
@@ -352,9 +357,208 @@ impl CapturePipeline {
 
 impl Drop for CapturePipeline {
     fn drop(&mut self) {
+        // The stream stops first, then the segment being written is finished from what arrived.
+        let _ = self.pipeline.set_state(gst::State::Ready);
+        if let Some(w) = self.writer.lock().unwrap().as_mut() {
+            w.finish(self.pipeline.base_time().map(|t| t.nseconds()).unwrap_or(0));
+        }
         // Tears down sockets and decoder state; blocking is fine on the capture thread.
         let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+/// rtspsrc settings, applied when `uridecodebin`/`urisourcebin` creates the source.
+fn configure_rtsp(bin: &gst::Element, spec: &PipelineSpec) {
+    let transport = spec.rtsp_transport;
+    let latency = spec.rtsp_latency_ms;
+    let tcp_timeout_us = spec.connect_timeout.as_micros() as u64;
+    bin.connect("source-setup", false, move |args| {
+        if let Some(src) = args.get(1).and_then(|v| v.get::<gst::Element>().ok())
+            && src.has_property("latency")
+        {
+            src.set_property("latency", latency);
+            src.set_property("drop-on-latency", true);
+            // A camera that accepts the connection but never answers is a stall too.
+            src.set_property("tcp-timeout", tcp_timeout_us);
+            let protocols = match transport {
+                RtspTransport::Tcp => "tcp",
+                RtspTransport::Udp => "udp",
+                RtspTransport::Auto => "udp+udp-mcast+tcp",
+            };
+            src.set_property_from_str("protocols", protocols);
+        }
+        None
+    });
+}
+
+/// Consumes and discards a stream perch does not use (audio, subtitles, a second video), so the demuxer
+/// never sees not-linked.
+fn discard(pipeline: &gst::glib::WeakRef<gst::Pipeline>, pad: &gst::Pad) {
+    if let Some(pipeline) = pipeline.upgrade()
+        && let Ok(sink) = gst::ElementFactory::make("fakesink").property("sync", false).property("async", false).build()
+        && pipeline.add(&sink).is_ok()
+    {
+        let _ = sink.sync_state_with_parent();
+        if let Some(sink_pad) = sink.static_pad("sink") {
+            let _ = pad.link(&sink_pad);
+        }
+    }
+}
+
+type OnVideoPad = Arc<dyn Fn(&gst::CapsRef) -> Option<()> + Send + Sync>;
+
+/// Source → parse → tee → (decode → tail) + (encoded frames → segment writer). Returns the slot that
+/// will hold the writer once the stream's video pad shows it is recordable.
+fn build_split(
+    pipeline: &gst::Pipeline,
+    source: &Source,
+    spec: &PipelineSpec,
+    sink: &SegmentSink,
+    tail_sink: gst::Pad,
+    on_video_pad: OnVideoPad,
+) -> Result<Writer, CaptureError> {
+    let uri = source.gst_uri().expect("RTSP and file sources have a URI");
+    let src = make("urisourcebin")?;
+    src.set_property("uri", &uri);
+    if let Source::Rtsp(_) = source {
+        configure_rtsp(&src, spec);
+    }
+    pipeline.add(&src).map_err(|e| CaptureError::Build(e.to_string()))?;
+    let writer: Writer = Arc::default();
+    let live = source.is_live();
+    let weak = pipeline.downgrade();
+    let sink = sink.clone();
+    let slot = writer.clone();
+    let video_taken = Arc::new(AtomicBool::new(false));
+    src.connect_pad_added(move |_, pad| {
+        // RTSP: one pad per media; only video is parsed. Files: one byte stream, demuxed by parsebin.
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let is_other_media = caps.structure(0).is_some_and(|s| s.name() == "application/x-rtp" && s.get::<&str>("media").is_ok_and(|m| m != "video"));
+        if is_other_media || video_taken.load(Ordering::SeqCst) {
+            discard(&weak, pad);
+            return;
+        }
+        let Some(pipeline) = weak.upgrade() else { return };
+        let Ok(parse) = make("parsebin") else {
+            tracing::warn!("GStreamer element `parsebin` is missing: install gstreamer1.0-plugins-base");
+            return;
+        };
+        let _ = pipeline.add(&parse);
+        let _ = parse.sync_state_with_parent();
+        if let Some(sink_pad) = parse.static_pad("sink") {
+            let _ = pad.link(&sink_pad);
+        }
+        let (weak, sink, slot, video_taken, tail_sink, on_video_pad) =
+            (weak.clone(), sink.clone(), slot.clone(), video_taken.clone(), tail_sink.clone(), on_video_pad.clone());
+        parse.connect_pad_added(move |_, pad| {
+            let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+            let name = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+            if !name.starts_with("video/") || video_taken.swap(true, Ordering::SeqCst) {
+                discard(&weak, pad);
+                return;
+            }
+            if let Err(e) = link_video(&weak, pad, &name, live, &sink, &slot, &tail_sink, &on_video_pad) {
+                tracing::warn!(camera = sink.camera, "cannot set up the camera's stream: {e}");
+            }
+        });
+    });
+    Ok(writer)
+}
+
+/// Links a parsed video pad: straight to a decoder, or through a tee to a decoder and the segment writer.
+#[allow(clippy::too_many_arguments)]
+fn link_video(
+    weak: &gst::glib::WeakRef<gst::Pipeline>,
+    pad: &gst::Pad,
+    caps_name: &str,
+    live: bool,
+    sink: &SegmentSink,
+    slot: &Writer,
+    tail_sink: &gst::Pad,
+    on_video_pad: &OnVideoPad,
+) -> Result<(), CaptureError> {
+    let pipeline = weak.upgrade().ok_or_else(|| CaptureError::Build("pipeline gone".into()))?;
+    let err = |e: gst::glib::BoolError| CaptureError::Build(e.to_string());
+    let decode = make("decodebin")?;
+    {
+        let (weak, tail_sink, on_video_pad) = (weak.clone(), tail_sink.clone(), on_video_pad.clone());
+        decode.connect_pad_added(move |_, dpad| {
+            let caps = dpad.current_caps().unwrap_or_else(|| dpad.query_caps(None));
+            if caps.structure(0).is_some_and(|s| s.name().starts_with("video/")) && !tail_sink.is_linked() {
+                on_video_pad(&caps);
+                if let Err(e) = dpad.link(&tail_sink) {
+                    tracing::warn!("could not link the decoded video: {e:?}");
+                }
+            } else {
+                discard(&weak, dpad);
+            }
+        });
+    }
+    let codec = match caps_name {
+        "video/x-h264" => "h264",
+        "video/x-h265" => "h265",
+        other => {
+            if let Some(s) = sink.camera_stats() {
+                s.set_unsupported(Some(format!("the stream is {other}: only H.264 and H.265 are recorded (by copy, without re-encoding)")));
+            }
+            pipeline.add(&decode).map_err(err)?;
+            decode.sync_state_with_parent().map_err(err)?;
+            pad.link(&decode.static_pad("sink").expect("decodebin sink")).map_err(|e| CaptureError::Build(format!("{e:?}")))?;
+            return Ok(());
+        }
+    };
+    let queue = |max_time: Duration| -> Result<gst::Element, CaptureError> {
+        let q = make("queue")?;
+        q.set_property("max-size-time", max_time.as_nanos() as u64);
+        q.set_property("max-size-buffers", 0u32);
+        q.set_property("max-size-bytes", 0u32);
+        if live {
+            q.set_property_from_str("leaky", "downstream");
+        }
+        Ok(q)
+    };
+    let tee = make("tee")?;
+    let q_decode = queue(Duration::from_secs(2))?;
+    let q_record = queue(Duration::from_secs(2))?;
+    if sink.camera_stats().is_some() {
+        // A leaky queue signals overrun once for each frame it is about to drop.
+        let (stats, camera) = (sink.stats.clone(), sink.camera);
+        q_record.connect("overrun", false, move |_| {
+            stats.cameras[camera].dropped_frames.fetch_add(1, Ordering::Relaxed);
+            None
+        });
+    }
+    *slot.lock().unwrap() = Some(SegmentWriter::new(sink.clone(), codec));
+    // The form MP4 stores: the parser in parsebin converts to it (the decoder takes it as well).
+    let tap_caps = match codec {
+        "h264" => gst::Caps::builder("video/x-h264").field("stream-format", gst::List::new(["avc", "avc3"])).field("alignment", "au").build(),
+        _ => gst::Caps::builder("video/x-h265").field("stream-format", gst::List::new(["hvc1", "hev1"])).field("alignment", "au").build(),
+    };
+    let tap = gst_app::AppSink::builder().caps(&tap_caps).sync(false).max_buffers(64).enable_last_sample(false).build();
+    let writer = slot.clone();
+    tap.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |tap| {
+                let sample = tap.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let Some(w) = writer.lock().unwrap().as_mut() {
+                    w.push(&sample);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    let all: [&gst::Element; 5] = [&tee, &q_decode, &decode, &q_record, tap.upcast_ref()];
+    pipeline.add_many(all).map_err(err)?;
+    gst::Element::link_many([&tee, &q_record, tap.upcast_ref()]).map_err(err)?;
+    gst::Element::link_many([&tee, &q_decode, &decode]).map_err(err)?;
+    for e in all.iter().rev() {
+        e.sync_state_with_parent().map_err(err)?;
+    }
+    pad.link(&tee.static_pad("sink").expect("tee sink")).map_err(|e| CaptureError::Build(format!("{e:?}")))?;
+    if let Some(s) = sink.camera_stats() {
+        s.set_unsupported(None);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,15 +15,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::{DetectError, Detections, Detector, DetectorConfig, DetectorState, Timings};
 use crate::capture::camera::sleep_cancellable;
-use crate::capture::{FrameHub, FrameInfo};
+use crate::capture::{Frame, FrameHub, FrameInfo};
 use crate::util::Backoff;
 
 /// What the detector produces for each frame it processed (with or without detections).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FrameDetections {
     pub frame: FrameInfo,
     pub detections: Detections,
     pub timings: Timings,
+    /// The frame itself, for cameras that take snapshots, when it has detections (the GStreamer buffer,
+    /// not a copy; it returns to the pipeline's pool once the next stage drops it).
+    pub image: Option<Frame>,
 }
 
 /// Which detections a camera reports.
@@ -53,6 +56,8 @@ pub struct DetectWorker {
     pub out: mpsc::Sender<FrameDetections>,
     pub state: watch::Sender<DetectorState>,
     pub stats: Arc<DetectStats>,
+    /// Per camera: hand the frame on with its detections (for snapshots).
+    pub keep_images: Vec<bool>,
 }
 
 impl DetectWorker {
@@ -100,11 +105,13 @@ impl DetectWorker {
                 Ok(timings) => {
                     self.stats.frames.fetch_add(1, Ordering::Relaxed);
                     self.stats.last_inference_us.store(timings.inference.as_micros() as u64, Ordering::Relaxed);
-                    let mut result = FrameDetections { frame: frame.info, detections: Detections::new(), timings };
-                    drop(frame);
+                    let mut result = FrameDetections { frame: frame.info, detections: Detections::new(), timings, image: None };
                     for d in found.iter().filter(|d| filter.classes.as_ref().is_none_or(|c| c.contains(&d.class_id))) {
                         // Same capacity: cannot overflow.
                         let _ = result.detections.push(d.clone());
+                    }
+                    if !result.detections.is_empty() && self.keep_images.get(frame.info.camera).copied().unwrap_or(false) {
+                        result.image = Some(frame);
                     }
                     // Blocks when the next stage is behind: frames then drop at the hub, counted per camera.
                     if self.out.blocking_send(result).is_err() {

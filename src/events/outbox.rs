@@ -75,7 +75,20 @@ impl Outbox {
     /// Opens (or creates) the outbox in `dir`, bounded to `max_bytes` of payload.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, OutboxError> {
         let open_err = |source| OutboxError::Open { path: dir.to_path_buf(), source };
-        let db = sled::Config::new().path(dir).mode(sled::Mode::LowSpace).open().map_err(open_err)?;
+        // The database's file lock can outlive a previous handle briefly (sled's flusher thread, or the
+        // previous process still exiting under a quick restart): retry for a second before giving up.
+        let mut tries = 0;
+        let db = loop {
+            match sled::Config::new().path(dir).mode(sled::Mode::LowSpace).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if tries < 20 => {
+                    tries += 1;
+                    tracing::debug!("outbox busy ({e}); retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(open_err(e)),
+            }
+        };
         let tree = db.open_tree("outbox").map_err(open_err)?;
         let state = Self::load(&tree)?;
         Ok(Self { db, tree, max_bytes, state: Mutex::new(state) })

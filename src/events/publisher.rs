@@ -24,6 +24,9 @@ use crate::util::Backoff;
 /// Produces the health snapshot published on `<prefix>/health`.
 pub type HealthFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
+/// Answers the commands other stages own (`record`, …): `None` when the name is not one of them.
+pub type CommandFn = Arc<dyn Fn(&str, &serde_json::Value) -> Option<serde_json::Value> + Send + Sync>;
+
 /// Counters of the publisher, for health.
 #[derive(Debug, Default)]
 pub struct PublisherStats {
@@ -40,6 +43,8 @@ pub struct Publisher {
     /// Signalled when events were appended to the outbox.
     pub wake: Arc<Notify>,
     pub health: HealthFn,
+    /// Commands beyond `ping` and `health`.
+    pub commands: Option<CommandFn>,
     pub stats: Arc<PublisherStats>,
     /// Fires once the stages feeding the outbox have stopped: on shutdown the publisher keeps sending
     /// until then and until the outbox is empty, or `drain_timeout` passes.
@@ -259,7 +264,10 @@ impl Publisher {
         let mut reply = match name {
             "ping" => serde_json::json!({ "ok": true, "pong": true }),
             "health" => serde_json::json!({ "ok": true, "health": (self.health)() }),
-            other => serde_json::json!({ "ok": false, "error": format!("unknown command {other:?}: known commands are ping, health") }),
+            other => match self.commands.as_ref().and_then(|f| f(other, &request)) {
+                Some(reply) => reply,
+                None => serde_json::json!({ "ok": false, "error": format!("unknown command {other:?}: known commands are ping, health, record") }),
+            },
         };
         if let (Some(id), Some(obj)) = (id, reply.as_object_mut()) {
             obj.insert("id".into(), id);

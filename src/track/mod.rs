@@ -241,6 +241,22 @@ impl Tracker {
         &self.events
     }
 
+    /// The events of the last [`Self::update`] or [`Self::finish`].
+    pub fn events(&self) -> &[TrackEvent] {
+        &self.events
+    }
+
+    /// Tracks whose best sighting so far is in frame `seq` (normally the frame just processed), with that
+    /// box: the snapshot of each should be taken from this frame.
+    pub fn best_in_frame(&self, seq: u64) -> impl Iterator<Item = (u64, [f32; 4])> + '_ {
+        self.tracks.iter().filter(move |t| t.best.seq == seq).map(|t| (t.id, t.best.bbox))
+    }
+
+    /// Whether `track_id` is still tracked.
+    pub fn has(&self, track_id: u64) -> bool {
+        self.tracks.iter().any(|t| t.id == track_id)
+    }
+
     /// Ends every confirmed object now (shutdown, camera removed): their `end` events.
     pub fn finish(&mut self) -> &[TrackEvent] {
         self.events.clear();

@@ -7,7 +7,8 @@ Used by perch's tests (and handy by hand) to stand in for an IP camera:
 
 serves rtsp://127.0.0.1:8554/cam. With --user/--password the server demands Basic auth, like a real camera.
 Each client session plays the file from the start; with --loop the stream restarts at the end instead of
-sending end-of-stream. It prints "READY <url>" on stdout once listening, and runs until killed.
+sending end-of-stream. It prints "READY <url>" on stdout once listening and "CLIENT" for each client
+connection, and runs until killed.
 Runs with Debian's python3 (PyGObject + gir1.2-gst-rtsp-server-1.0), installed by scripts/setup.sh.
 """
 import argparse
@@ -61,6 +62,8 @@ def main() -> int:
         factory.set_permissions(permissions)
 
     server.get_mount_points().add_factory(args.path, factory)
+    # One line per client connection, so tests can count the sessions a camera client opens.
+    server.connect("client-connected", lambda *_: print("CLIENT", flush=True))
     if server.attach(None) == 0:
         print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)
         return 1

@@ -1,0 +1,284 @@
+//! Making clips: segments concatenated into one MP4 without re-encoding, and the snapshot JPEG.
+//!
+//! Each segment is demuxed (`qtdemux`) and its encoded frames are pushed, with timestamps shifted so the
+//! segments follow each other, into one `mp4mux` (`faststart`, so players can start before the whole file
+//! is loaded). A segment whose stream format differs from the first one (the camera changed resolution
+//! between two sessions) ends the clip there: MP4 cannot change codec setup mid-track. Everything runs on
+//! the calling thread and takes a few milliseconds per segment.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::RecordError;
+
+/// What went into a clip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assembled {
+    /// Segments used, from the start.
+    pub segments: usize,
+    /// Media time in the clip.
+    pub duration: Duration,
+    /// The clip stopped early at a segment with a different stream format.
+    pub truncated: bool,
+    pub bytes: u64,
+}
+
+fn element(factory: &str) -> Result<gst::Element, RecordError> {
+    gst::ElementFactory::make(factory).build().map_err(|_| RecordError::Gst(format!("GStreamer element `{factory}` is missing: install its plugin package")))
+}
+
+/// Reads every encoded frame of one MP4 segment, in decode order.
+fn read_segment(path: &Path, mut each: impl FnMut(gst::Sample) -> bool) -> Result<(), RecordError> {
+    let pipeline = gst::Pipeline::new();
+    let src = element("filesrc")?;
+    src.set_property("location", path);
+    let demux = element("qtdemux")?;
+    let sink = gst_app::AppSink::builder().sync(false).max_buffers(64).build();
+    pipeline.add_many([&src, &demux, sink.upcast_ref()]).map_err(|e| RecordError::Gst(e.to_string()))?;
+    src.link(&demux).map_err(|e| RecordError::Gst(e.to_string()))?;
+    let sink_pad = sink.static_pad("sink").expect("appsink has a sink pad");
+    demux.connect_pad_added(move |_, pad| {
+        if pad.name().starts_with("video") && !sink_pad.is_linked() {
+            let _ = pad.link(&sink_pad);
+        }
+    });
+    let result = (|| {
+        pipeline.set_state(gst::State::Playing).map_err(|_| RecordError::Gst(format!("cannot read segment {}", path.display())))?;
+        loop {
+            match sink.try_pull_sample(gst::ClockTime::from_seconds(5)) {
+                Some(sample) => {
+                    if !each(sample) {
+                        return Ok(());
+                    }
+                }
+                None if sink.is_eos() => return Ok(()),
+                None => {
+                    let bus = pipeline.bus().expect("pipeline bus");
+                    let err = bus.pop_filtered(&[gst::MessageType::Error]).and_then(|m| match m.view() {
+                        gst::MessageView::Error(e) => Some(e.error().to_string()),
+                        _ => None,
+                    });
+                    return Err(RecordError::Gst(format!("segment {} is unreadable: {}", path.display(), err.unwrap_or_else(|| "timed out".into()))));
+                }
+            }
+        }
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+/// Whether two segments carry the same stream setup (codec, size, SPS/PPS), so one MP4 track can hold both.
+/// The demuxer's frame rate is an estimate per file and is left out.
+fn same_stream(a: &gst::CapsRef, b: &gst::CapsRef) -> bool {
+    let key = |c: &gst::CapsRef| {
+        c.structure(0).map(|s| {
+            let mut s = s.to_owned();
+            s.remove_fields(["framerate", "level", "profile", "colorimetry", "chroma-site"]);
+            s.to_string()
+        })
+    };
+    key(a).is_some() && key(a) == key(b)
+}
+
+/// Concatenates `segments` (oldest first) into the MP4 at `out`, written to `out.part` and renamed when
+/// complete, so a crash never leaves a half clip under the final name.
+pub fn assemble(segments: &[PathBuf], out: &Path) -> Result<Assembled, RecordError> {
+    if segments.is_empty() {
+        return Err(RecordError::NoSegments);
+    }
+    let part = out.with_extension("mp4.part");
+    let pipeline = gst::Pipeline::new();
+    let src = gst_app::AppSrc::builder().format(gst::Format::Time).is_live(false).block(true).max_bytes(8 << 20).build();
+    let mux = element("mp4mux")?;
+    mux.set_property("faststart", true);
+    let sink = element("filesink")?;
+    sink.set_property("location", &part);
+    sink.set_property("sync", false);
+    pipeline.add_many([src.upcast_ref(), &mux, &sink]).map_err(|e| RecordError::Gst(e.to_string()))?;
+    // Linked by hand: caps are only known with the first frame, and the muxer must give a video pad.
+    let video_pad = mux.request_pad_simple("video_%u").ok_or_else(|| RecordError::Gst("mp4mux has no video pad".into()))?;
+    src.static_pad("src").expect("appsrc src pad").link(&video_pad).map_err(|e| RecordError::Gst(format!("{e:?}")))?;
+    mux.link(&sink).map_err(|e| RecordError::Gst(e.to_string()))?;
+    pipeline.set_state(gst::State::Playing).map_err(|_| RecordError::Gst("cannot start the clip muxer".into()))?;
+
+    let mut caps: Option<gst::Caps> = None;
+    let mut used = 0;
+    let mut truncated = false;
+    // Where the next segment starts in the clip's timeline.
+    let mut offset = gst::ClockTime::ZERO;
+    let mut push_error = None;
+    for path in segments {
+        let mut first_dts: Option<gst::ClockTime> = None;
+        let mut end = offset;
+        let mut stop = false;
+        read_segment(path, |sample| {
+            let Some(sc) = sample.caps() else { return true };
+            match &caps {
+                None => {
+                    src.set_caps(Some(&sc.to_owned()));
+                    caps = Some(sc.to_owned());
+                }
+                Some(c) if !same_stream(c, sc) => {
+                    stop = true;
+                    return false;
+                }
+                Some(_) => {}
+            }
+            let Some(buf) = sample.buffer() else { return true };
+            let mut buf = buf.copy();
+            let dts = buf.dts().or(buf.pts()).unwrap_or(gst::ClockTime::ZERO);
+            let base = *first_dts.get_or_insert(dts);
+            let shift = |t: gst::ClockTime| offset + t.saturating_sub(base);
+            {
+                let b = buf.make_mut();
+                let new_dts = shift(dts);
+                b.set_dts(new_dts);
+                if let Some(pts) = b.pts() {
+                    // B-frames: the presentation time runs ahead of decode time by the reorder delay.
+                    b.set_pts(new_dts + pts.saturating_sub(dts));
+                }
+                end = end.max(new_dts + b.duration().unwrap_or(gst::ClockTime::from_mseconds(40)));
+            }
+            if let Err(e) = src.push_buffer(buf) {
+                push_error = Some(e);
+                return false;
+            }
+            true
+        })?;
+        if let Some(e) = push_error {
+            let _ = pipeline.set_state(gst::State::Null);
+            let _ = std::fs::remove_file(&part);
+            return Err(RecordError::Gst(format!("the clip muxer refused a frame: {e:?}")));
+        }
+        if stop {
+            truncated = true;
+            break;
+        }
+        if first_dts.is_some() {
+            used += 1;
+            offset = end;
+        }
+    }
+    let _ = src.end_of_stream();
+    let bus = pipeline.bus().expect("pipeline bus");
+    let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    let _ = pipeline.set_state(gst::State::Null);
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) => {}
+        Some(gst::MessageView::Error(e)) => {
+            let _ = std::fs::remove_file(&part);
+            return Err(RecordError::Gst(format!("could not write the clip: {}", e.error())));
+        }
+        _ => {
+            let _ = std::fs::remove_file(&part);
+            return Err(RecordError::Gst("the clip muxer did not finish within 30 s".into()));
+        }
+    }
+    if used == 0 {
+        let _ = std::fs::remove_file(&part);
+        return Err(RecordError::NoSegments);
+    }
+    let bytes = std::fs::File::open(&part).and_then(|f| f.sync_all().and_then(|_| f.metadata())).map(|m| m.len()).unwrap_or(0);
+    std::fs::rename(&part, out).map_err(|e| RecordError::Io { what: format!("cannot rename {}", part.display()), source: e })?;
+    Ok(Assembled { segments: used, duration: Duration::from_nanos(offset.nseconds()), truncated, bytes })
+}
+
+/// The best frame of an event: packed BGR at detection resolution, with the object's box in its pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub width: u32,
+    pub height: u32,
+    pub bgr: Vec<u8>,
+    /// `[x1, y1, x2, y2]` in this picture's pixels.
+    pub bbox: [f32; 4],
+}
+
+/// Draws the box (3 px, green) and encodes a JPEG.
+pub fn snapshot_jpeg(snap: &Snapshot, quality: u8) -> Result<Vec<u8>, RecordError> {
+    let (w, h) = (snap.width as usize, snap.height as usize);
+    if w == 0 || h == 0 || snap.bgr.len() < w * h * 3 || w > u16::MAX as usize || h > u16::MAX as usize {
+        return Err(RecordError::Snapshot(format!("bad picture {w}x{h} with {} bytes", snap.bgr.len())));
+    }
+    let mut px = snap.bgr[..w * h * 3].to_vec();
+    let clamp = |v: f32, max: usize| (v.round().max(0.0) as usize).min(max - 1);
+    let (x1, y1, x2, y2) = (clamp(snap.bbox[0], w), clamp(snap.bbox[1], h), clamp(snap.bbox[2], w), clamp(snap.bbox[3], h));
+    let mut put = |x: usize, y: usize| {
+        let i = (y * w + x) * 3;
+        px[i..i + 3].copy_from_slice(&[0, 255, 0]);
+    };
+    for t in 0..3usize {
+        for x in x1..=x2 {
+            put(x, (y1 + t).min(h - 1));
+            put(x, y2.saturating_sub(t));
+        }
+        for y in y1..=y2 {
+            put((x1 + t).min(w - 1), y);
+            put(x2.saturating_sub(t), y);
+        }
+    }
+    let mut out = Vec::with_capacity(w * h / 4);
+    jpeg_encoder::Encoder::new(&mut out, quality)
+        .encode(&px, w as u16, h as u16, jpeg_encoder::ColorType::Bgr)
+        .map_err(|e| RecordError::Snapshot(e.to_string()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_is_a_jpeg_with_the_box_drawn() {
+        let snap = Snapshot { width: 64, height: 48, bgr: vec![40; 64 * 48 * 3], bbox: [10.0, 10.0, 30.0, 40.0] };
+        let jpeg = snapshot_jpeg(&snap, 85).unwrap();
+        assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "JPEG start-of-image marker");
+        assert_eq!(&jpeg[jpeg.len() - 2..], &[0xFF, 0xD9], "JPEG end-of-image marker");
+        // A box far outside the picture is clamped, not a panic.
+        let wild = Snapshot { bbox: [-50.0, -50.0, 900.0, 900.0], ..snap.clone() };
+        assert!(snapshot_jpeg(&wild, 85).is_ok());
+        let short = Snapshot { bgr: vec![0; 10], ..snap };
+        assert!(matches!(snapshot_jpeg(&short, 85), Err(RecordError::Snapshot(_))));
+    }
+}
+
+#[cfg(test)]
+mod gst_tests {
+    use super::*;
+
+    /// Cuts the test video into 2 s MP4 segments by copy, with ffmpeg (an independent muxer).
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let media = std::env::var("PERCH_MEDIA").map(PathBuf::from).unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/media"));
+        let video = media.join("pedestrians-720p-gop1s.mp4");
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-i"])
+            .arg(&video)
+            .args(["-c", "copy", "-f", "segment", "-segment_time", "2", "-reset_timestamps", "1"])
+            .arg(dir.join("seg%03d.mp4"))
+            .status()
+            .expect("ffmpeg (scripts/setup.sh installs it)");
+        assert!(status.success());
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn concatenates_segments_without_reencoding() {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let segs = segments(dir.path());
+        assert!(segs.len() >= 6, "{segs:?}");
+        let out = dir.path().join("clip.mp4");
+        let a = assemble(&segs[1..4], &out).unwrap();
+        assert_eq!(a.segments, 3);
+        assert!(!a.truncated);
+        assert!((a.duration.as_secs_f64() - 6.0).abs() < 0.2, "{a:?}");
+        assert!(crate::record::store::mp4_complete(&out));
+        assert!(!out.with_extension("mp4.part").exists());
+        assert!(matches!(assemble(&[], &out), Err(RecordError::NoSegments)));
+    }
+}

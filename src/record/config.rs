@@ -1,0 +1,142 @@
+//! Recording settings: `[record]` for the store as a whole, `[camera.record]` per camera.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::Problem;
+
+/// Where recordings live and how long they stay (`[record]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordConfig {
+    /// Segments and clips. Default: `<state_dir>/recordings`.
+    pub dir: Option<PathBuf>,
+    /// Length of a rolling segment. Cuts happen on keyframes, so a segment is at most this long when the
+    /// camera's keyframe interval divides it, and one keyframe interval longer otherwise.
+    pub segment_s: f64,
+    /// Segments no clip needs are deleted once they are older than this.
+    pub window_s: f64,
+    /// Clips older than this many days are deleted.
+    pub clip_max_age_days: f64,
+    /// Segments and clips together never take more than this; beyond, the oldest go first.
+    pub max_bytes: u64,
+    /// Low watermarks of the recording file system: below either, the oldest recordings are deleted before
+    /// the disk can fill (other writers on the same disk included).
+    pub min_free_bytes: u64,
+    pub min_free_percent: f64,
+    /// A manual recording (`cmd/record` start) that is never stopped ends by itself after this long.
+    pub manual_max_s: f64,
+    /// How long a clip waits for its post-roll to be recorded before it is made from what exists.
+    pub clip_wait_s: f64,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            segment_s: 2.0,
+            window_s: 120.0,
+            clip_max_age_days: 7.0,
+            max_bytes: 4 << 30,
+            min_free_bytes: 256 << 20,
+            min_free_percent: 5.0,
+            manual_max_s: 600.0,
+            clip_wait_s: 30.0,
+        }
+    }
+}
+
+impl RecordConfig {
+    pub fn validate(&self, key: &str) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if !(0.5..=60.0).contains(&self.segment_s) {
+            p.push(Problem::new(format!("{key}.segment_s"), format!("{} is out of range: use 0.5..=60 seconds (2 is a good start)", self.segment_s)));
+        }
+        if !(self.window_s >= 10.0 && self.window_s <= 86_400.0) || self.window_s < 2.0 * self.segment_s {
+            p.push(Problem::new(
+                format!("{key}.window_s"),
+                format!("{} is out of range: use 10..=86400 seconds and at least two segments; it must cover the longest pre-roll", self.window_s),
+            ));
+        }
+        if !(self.clip_max_age_days > 0.0 && self.clip_max_age_days <= 3650.0) {
+            p.push(Problem::new(format!("{key}.clip_max_age_days"), format!("{} is out of range: use a number of days above 0", self.clip_max_age_days)));
+        }
+        if self.max_bytes < 1 << 20 {
+            p.push(Problem::new(
+                format!("{key}.max_bytes"),
+                format!("{} is too small: allow at least 1 MiB (1048576); a few minutes of one camera take 50 MiB", self.max_bytes),
+            ));
+        }
+        if !(0.0..=50.0).contains(&self.min_free_percent) {
+            p.push(Problem::new(format!("{key}.min_free_percent"), format!("{} is out of range: use 0..=50", self.min_free_percent)));
+        }
+        if !(self.manual_max_s >= 1.0 && self.manual_max_s <= 86_400.0) {
+            p.push(Problem::new(format!("{key}.manual_max_s"), format!("{} is out of range: use 1..=86400 seconds", self.manual_max_s)));
+        }
+        if !(self.clip_wait_s >= 0.0 && self.clip_wait_s <= 3600.0) {
+            p.push(Problem::new(format!("{key}.clip_wait_s"), format!("{} is out of range: use 0..=3600 seconds", self.clip_wait_s)));
+        }
+        p
+    }
+}
+
+/// Recording of one camera (`[camera.record]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraRecordConfig {
+    /// Keep rolling segments of this camera's encoded stream (H.264/H.265 from RTSP or files; copied, never
+    /// re-encoded) and make a clip for each event.
+    pub enabled: bool,
+    /// Seconds kept before an event starts, and after it ends.
+    pub pre_roll_s: f64,
+    pub post_roll_s: f64,
+}
+
+impl Default for CameraRecordConfig {
+    fn default() -> Self {
+        Self { enabled: true, pre_roll_s: 5.0, post_roll_s: 10.0 }
+    }
+}
+
+impl CameraRecordConfig {
+    pub fn validate(&self, key: &str, store: &RecordConfig) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if !(0.0..=300.0).contains(&self.pre_roll_s) {
+            p.push(Problem::new(format!("{key}.pre_roll_s"), format!("{} is out of range: use 0..=300 seconds", self.pre_roll_s)));
+        } else if self.pre_roll_s + store.segment_s > store.window_s {
+            p.push(Problem::new(
+                format!("{key}.pre_roll_s"),
+                format!("{} s does not fit in record.window_s ({} s): raise the window or shorten the pre-roll", self.pre_roll_s, store.window_s),
+            ));
+        }
+        if !(0.0..=300.0).contains(&self.post_roll_s) {
+            p.push(Problem::new(format!("{key}.post_roll_s"), format!("{} is out of range: use 0..=300 seconds", self.post_roll_s)));
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let store = RecordConfig::default();
+        assert!(store.validate("record").is_empty());
+        assert!(CameraRecordConfig::default().validate("camera[0].record", &store).is_empty());
+    }
+
+    #[test]
+    fn problems_name_the_key() {
+        let store = RecordConfig { segment_s: 0.1, window_s: 5.0, max_bytes: 1, ..Default::default() };
+        let keys: Vec<_> = store.validate("record").into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["record.segment_s", "record.window_s", "record.max_bytes"]);
+        let cam = CameraRecordConfig { pre_roll_s: 200.0, ..Default::default() };
+        let p = cam.validate("camera[0].record", &RecordConfig::default());
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "camera[0].record.pre_roll_s");
+        assert!(p[0].message.contains("window_s"), "{}", p[0].message);
+    }
+}

@@ -1,0 +1,152 @@
+//! Manual recording on command (`<prefix>/cmd/record`): the same path as event clips — a hold on the
+//! camera's segments from `now − pre_roll` when started, a clip job to `now + post_roll` when stopped.
+//!
+//! ```json
+//! {"action": "start", "camera": "gate"}   → {"ok": true, "id": "gate-manual-…", "clip": "clips/gate-manual-….mp4", …}
+//! {"action": "stop",  "camera": "gate"}   → {"ok": true, "id": "gate-manual-…", …}
+//! ```
+//!
+//! Starting twice returns the running recording; a recording never stopped ends after `record.manual_max_s`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::config::CameraRecordConfig;
+use super::recorder::RecorderMsg;
+use super::store::{ClipJob, ms};
+use crate::events::schema::rfc3339;
+
+pub struct RecordControl {
+    /// Weak: commands must not keep the recorder alive at shutdown.
+    tx: mpsc::WeakSender<RecorderMsg>,
+    /// Per camera: id, and its recording settings when it is recorded.
+    cameras: Vec<(String, Option<CameraRecordConfig>)>,
+    manual_max: Duration,
+    running: Mutex<HashMap<usize, (String, u64)>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    action: String,
+    camera: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    id: Option<Value>,
+}
+
+fn err(msg: String) -> Value {
+    json!({ "ok": false, "error": msg })
+}
+
+impl RecordControl {
+    pub fn new(tx: &mpsc::Sender<RecorderMsg>, cameras: Vec<(String, Option<CameraRecordConfig>)>, manual_max: Duration) -> Self {
+        Self { tx: tx.downgrade(), cameras, manual_max, running: Mutex::new(HashMap::new()) }
+    }
+
+    /// Answers one `record` command.
+    pub fn command(&self, payload: &Value) -> Value {
+        let req: Request = match serde_json::from_value(payload.clone()) {
+            Ok(r) => r,
+            Err(e) => return err(format!("bad record command ({e}): send {{\"action\": \"start\"|\"stop\", \"camera\": \"<camera id>\"}}")),
+        };
+        let Some(index) = self.cameras.iter().position(|(id, _)| *id == req.camera) else {
+            let known: Vec<&str> = self.cameras.iter().map(|(id, _)| id.as_str()).collect();
+            return err(format!("unknown camera {:?}: cameras are {}", req.camera, known.join(", ")));
+        };
+        let Some(rec) = &self.cameras[index].1 else {
+            return err(format!(
+                "camera {:?} is not recorded: set [camera.record] enabled = true, with an RTSP or file source carrying H.264/H.265",
+                req.camera
+            ));
+        };
+        let Some(tx) = self.tx.upgrade() else { return err("recording has stopped: perch is shutting down".into()) };
+        let now = SystemTime::now();
+        let now_ms = ms(now);
+        let mut running = self.running.lock().unwrap();
+        // A recording that ended by itself (manual_max_s) is no longer running.
+        if running.get(&index).is_some_and(|(_, started)| now_ms >= started + self.manual_max.as_millis() as u64) {
+            running.remove(&index);
+        }
+        let clip = |id: &str| format!("clips/{id}.mp4");
+        match req.action.as_str() {
+            "start" => {
+                if let Some((id, started)) = running.get(&index) {
+                    return json!({ "ok": true, "id": id, "camera": req.camera, "already_running": true, "started": rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(*started)), "clip": clip(id) });
+                }
+                let id = format!("{}-manual-{now_ms:x}", req.camera);
+                let from_ms = now_ms.saturating_sub((rec.pre_roll_s * 1000.0) as u64);
+                let auto = now_ms + self.manual_max.as_millis() as u64;
+                let msg = RecorderMsg::Hold { id: id.clone(), camera: index, from_ms, auto_clip_ms: Some(auto), kind: "manual" };
+                if tx.try_send(msg).is_err() {
+                    return err("the recorder is busy: try again in a moment".into());
+                }
+                running.insert(index, (id.clone(), now_ms));
+                json!({ "ok": true, "id": id, "camera": req.camera, "started": rfc3339(now), "auto_stop": rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(auto)), "clip": clip(&id) })
+            }
+            "stop" => {
+                let Some((id, started)) = running.remove(&index) else {
+                    return err(format!("no manual recording is running on camera {:?}: send action \"start\" first", req.camera));
+                };
+                let job = ClipJob {
+                    id: id.clone(),
+                    camera: req.camera.clone(),
+                    from_ms: started.saturating_sub((rec.pre_roll_s * 1000.0) as u64),
+                    to_ms: now_ms + (rec.post_roll_s * 1000.0) as u64,
+                    kind: "manual".into(),
+                    label: None,
+                };
+                if tx.try_send(RecorderMsg::Clip { job, snapshot: None }).is_err() {
+                    running.insert(index, (id, started));
+                    return err("the recorder is busy: try again in a moment".into());
+                }
+                json!({ "ok": true, "id": id, "camera": req.camera, "stopped": rfc3339(now), "clip": clip(&id) })
+            }
+            other => err(format!("unknown action {other:?}: use \"start\" or \"stop\"")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_stop_and_mistakes() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let ctl = RecordControl::new(&tx, vec![("gate".into(), Some(CameraRecordConfig::default())), ("yard".into(), None)], Duration::from_secs(600));
+        let r = ctl.command(&json!({"action": "start", "camera": "gate"}));
+        assert_eq!(r["ok"], true, "{r}");
+        let id = r["id"].as_str().unwrap().to_string();
+        assert!(matches!(rx.try_recv(), Ok(RecorderMsg::Hold { kind: "manual", camera: 0, .. })));
+        // Idempotent.
+        let again = ctl.command(&json!({"action": "start", "camera": "gate"}));
+        assert_eq!((again["id"].as_str(), again["already_running"].as_bool()), (Some(id.as_str()), Some(true)));
+        assert!(rx.try_recv().is_err());
+        let stop = ctl.command(&json!({"action": "stop", "camera": "gate"}));
+        assert_eq!(stop["id"].as_str(), Some(id.as_str()));
+        match rx.try_recv() {
+            Ok(RecorderMsg::Clip { job, .. }) => {
+                assert_eq!(job.id, id);
+                assert!(job.to_ms - job.from_ms >= 15_000, "pre-roll 5 s + post-roll 10 s");
+            }
+            other => panic!("{other:?}"),
+        }
+        for (cmd, says) in [
+            (json!({"action": "stop", "camera": "gate"}), "send action \"start\" first"),
+            (json!({"action": "start", "camera": "nope"}), "cameras are gate, yard"),
+            (json!({"action": "start", "camera": "yard"}), "enabled = true"),
+            (json!({"action": "pause", "camera": "gate"}), "use \"start\" or \"stop\""),
+            (json!({"camera": "gate"}), "bad record command"),
+        ] {
+            let r = ctl.command(&cmd);
+            assert_eq!(r["ok"], false);
+            assert!(r["error"].as_str().unwrap().contains(says), "{r}");
+        }
+    }
+}
