@@ -269,3 +269,20 @@ fn installs_over_https_from_a_server_of_the_configured_ca() {
     ok(&["ota", "install", "--quiet", "-c", cfg(&b), &url]);
     assert_eq!(sha256(&b.slot_b), sha256(&img));
 }
+
+/// A slot that cannot be written (a missing device, a read-only file system): the install fails saying
+/// which slot and why, the state records it, nothing becomes bootable.
+#[test]
+fn an_unwritable_slot_fails_the_install_cleanly() {
+    let b = file_box("");
+    let text = std::fs::read_to_string(&b.config).unwrap().replace(b.slot_b.to_str().unwrap(), "/proc/perch-no-such-slot");
+    std::fs::write(&b.config, text).unwrap();
+    let img = image(b.dir.path(), "rootfs", 300_000, 9);
+    let v2 = bundle(&b.dir.path().join("v2.bundle"), "perch-test", "2.0.0", &[("rootfs", &img)], Some(1), CHUNK);
+    let e = fails(&["ota", "install", "--quiet", "-c", cfg(&b), v2.to_str().unwrap()]);
+    assert!(e.contains("cannot open slot /proc/perch-no-such-slot"), "{e}");
+    assert_nothing_bootable_changed(&b);
+    let s = status(&b.config);
+    assert_eq!(s["phase"], "failed");
+    assert!(s["reason"].as_str().unwrap().contains("/proc/perch-no-such-slot"), "{s:#}");
+}
