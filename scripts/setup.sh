@@ -29,6 +29,8 @@ APT_PACKAGES=(
   # RTSP test server used by the tests (gst-rtsp-server through PyGObject)
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 python3-gi
   ffmpeg mosquitto mosquitto-clients
+  # OTA bootloader tools driven by the tests: fw_printenv/fw_setenv (+ mkenvimage), grub-editenv
+  libubootenv-tool u-boot-tools grub-common
 )
 if [ "${PERCH_SKIP_APT:-0}" != 1 ]; then
   missing=()

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::capture::CameraConfig;
 use crate::detect::DetectorConfig;
 use crate::events::config::{MqttConfig, OutboxConfig};
+use crate::ota::OtaConfig;
 use crate::record::RecordConfig;
 
 /// Where perch looks for its configuration when `--config` is not given.
@@ -34,6 +35,8 @@ pub struct Config {
     pub record: RecordConfig,
     #[serde(rename = "camera")]
     pub cameras: Vec<CameraConfig>,
+    /// Updates (A/B slots, health-gated commit). Without it, `perch ota` is unavailable.
+    pub ota: Option<OtaConfig>,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             mqtt: None,
             record: RecordConfig::default(),
             cameras: Vec::new(),
+            ota: None,
         }
     }
 }
@@ -122,6 +126,9 @@ impl Config {
         for cam in &mut self.cameras {
             cam.resolve_paths(base);
         }
+        if let Some(ota) = self.ota.as_mut() {
+            ota.resolve_paths(base);
+        }
         if let Some(mqtt) = self.mqtt.as_mut() {
             for p in [&mut mqtt.ca_file, &mut mqtt.cert_file, &mut mqtt.key_file].into_iter().flatten() {
                 abs(p);
@@ -147,6 +154,9 @@ impl Config {
         problems.extend(self.detector.validate("detector"));
         if let Some(mqtt) = &self.mqtt {
             problems.extend(mqtt.validate("mqtt"));
+        }
+        if let Some(ota) = &self.ota {
+            problems.extend(ota.validate("ota"));
         }
         if self.outbox.max_bytes < 64 << 10 {
             problems.push(Problem::new("outbox.max_bytes", format!("{} is too small: allow at least 65536 bytes", self.outbox.max_bytes)));

@@ -10,6 +10,7 @@ pub mod config;
 pub mod detect;
 pub mod events;
 pub mod logging;
+pub mod ota;
 pub mod record;
 pub mod track;
 pub mod util;

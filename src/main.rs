@@ -83,11 +83,101 @@ enum Command {
         #[arg(long)]
         no_ffmpeg: bool,
     },
+    /// Update bundles: build, sign, verify, inspect (see ota/README.md).
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// Updates on this box: install into the inactive slot, status, boot, commit, rollback.
+    #[command(subcommand)]
+    Ota(OtaCommand),
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Make a signing key pair: PREFIX.key (secret) and PREFIX.pub (for device keyrings).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "perch OTA signing key")]
+        comment: String,
+    },
+    /// Build a bundle from images (unsigned unless --key is given).
+    Build {
+        #[arg(long)]
+        compatible: String,
+        #[arg(long)]
+        version: String,
+        /// NAME=PATH, repeated: `rootfs=rootfs.ext4` for slot devices; files (`perch=target/release/perch`) in app mode.
+        #[arg(long = "image", required = true)]
+        images: Vec<String>,
+        #[arg(long, default_value_t = perch::ota::bundle::DEFAULT_CHUNK)]
+        chunk_size: u32,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Add a signature to a bundle, in place.
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        bundle: PathBuf,
+    },
+    /// Check a bundle's signature (with --keyring) and every payload hash.
+    Verify {
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+        bundle: PathBuf,
+    },
+    /// Print a bundle's manifest and signers.
+    Info { bundle: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum OtaCommand {
+    /// Stream a bundle (file, `-` for stdin, or http(s):// URL) into the inactive slot.
+    Install {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Install a release older than the running one.
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// Write this slot (a or b) instead of the inactive one; the booted slot is always refused.
+        #[arg(long)]
+        slot: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        source: String,
+    },
+    /// Print the update state, the boot flags and the running release (JSON).
+    Status {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// At start-up (systemd ExecStartPre): choose the slot where perch is its own bootloader (file, app),
+    /// spend a try of a trial release, and record what booted.
+    Boot {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Commit the release on trial by hand (the health gate does it by itself).
+    Commit {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Give up the release on trial (or pending) and return to the previous slot.
+    Rollback {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        #[arg(long, default_value = "rolled back by hand (perch ota rollback)")]
+        reason: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = !matches!(cli.command, Command::Run { .. });
+    // `perch ota` logs its state transitions with their reasons (the journal keeps them under systemd).
+    let quiet = !matches!(cli.command, Command::Run { .. } | Command::Ota(_));
     perch::logging::init(if quiet { "warn" } else { "info" });
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -143,6 +233,36 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::BenchRecord { input, streams, rounds, segment_s, no_ffmpeg } => {
             let report = app::bench_record::run(&input, streams.max(1), rounds.max(1), std::time::Duration::from_secs_f64(segment_s), !no_ffmpeg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle(cmd) => {
+            match cmd {
+                BundleCommand::Keygen { out, comment } => {
+                    let (secret, public) = perch::ota::bundle::keygen(&out, &comment)?;
+                    println!("secret key: {} (keep it off devices)\npublic key: {} (put it in device keyrings)", secret.display(), public.display());
+                }
+                BundleCommand::Build { compatible, version, images, chunk_size, key, out } => {
+                    app::ota::build(&out, &compatible, &version, chunk_size, &images, key.as_deref())?
+                }
+                BundleCommand::Sign { key, bundle } => {
+                    perch::ota::bundle::sign(&bundle, &perch::ota::bundle::load_signing_key(&key)?)?;
+                    println!("{}: signed", bundle.display());
+                }
+                BundleCommand::Verify { keyring, bundle } => app::ota::verify(&bundle, keyring.as_deref())?,
+                BundleCommand::Info { bundle } => app::ota::info(&bundle)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ota(cmd) => {
+            match cmd {
+                OtaCommand::Install { config, allow_downgrade, slot, quiet, source } => {
+                    app::ota::install(&config, &source, allow_downgrade, slot.as_deref(), !quiet)?
+                }
+                OtaCommand::Status { config } => app::ota::status(&config)?,
+                OtaCommand::Boot { config } => app::ota::boot(&config)?,
+                OtaCommand::Commit { config } => app::ota::commit(&config)?,
+                OtaCommand::Rollback { config, reason } => app::ota::rollback(&config, &reason)?,
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

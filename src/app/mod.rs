@@ -4,4 +4,5 @@ pub mod bench;
 pub mod bench_record;
 pub mod detect;
 pub mod model;
+pub mod ota;
 pub mod run;

@@ -173,7 +173,14 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         let health: HealthFn = {
             let (statuses, state_rx, outbox, stats, pstats) = (statuses.clone(), state_rx.clone(), outbox.clone(), stats.clone(), publisher_stats.clone());
             let (device_id, record_stats) = (config.device_id.clone(), record_stats.clone());
-            Arc::new(move || health_snapshot(&device_id, &statuses, &state_rx.borrow(), &stats, outbox.stats(), &pstats, &record_stats))
+            let ota = crate::ota::health::status_fn(&config);
+            Arc::new(move || {
+                let mut h = health_snapshot(&device_id, &statuses, &state_rx.borrow(), &stats, outbox.stats(), &pstats, &record_stats);
+                if let Some(ota) = &ota {
+                    h["ota"] = ota();
+                }
+                h
+            })
         };
         let commands: CommandFn = {
             let control = record_control.clone();
@@ -194,11 +201,19 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     } else {
         tracing::warn!("no [mqtt] broker configured: events are kept in the outbox (bounded by outbox.max_bytes)");
     }
+    let ota_inputs = crate::ota::health::HealthInputs {
+        cameras: statuses.clone(),
+        detector: state_rx.clone(),
+        mqtt: config.mqtt.is_some().then(|| publisher_stats.clone()),
+        state_dir: config.state_dir.clone(),
+    };
+    crate::ota::health::spawn(&mut tasks, &config, ota_inputs, cancel.clone());
     tasks.spawn(watch_status(statuses.clone(), state_rx, stats.clone(), cancel.clone()));
 
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutdown requested; draining"),
         _ = all_finished(statuses.clone()), if config.cameras.iter().any(|c| c.enabled) => tracing::info!("every camera has finished; stopping"),
+        _ = cancel.cancelled() => tracing::info!("stopping (requested by the OTA health gate)"),
     }
     cancel.cancel();
     hub.wake();

@@ -219,8 +219,12 @@ impl Publisher {
     }
 
     fn publish_health(&self, client: &AsyncClient, requested: &mut VecDeque<Option<u64>>, prefix: &str) {
-        let body = serde_json::to_vec(&(self.health)()).unwrap_or_default();
-        self.request(client, requested, format!("{prefix}/health"), true, body, None);
+        let health = (self.health)();
+        // The update's state rides along with health, and is also retained on its own topic.
+        if let Some(ota) = health.get("ota") {
+            self.request(client, requested, format!("{prefix}/ota/state"), true, serde_json::to_vec(ota).unwrap_or_default(), None);
+        }
+        self.request(client, requested, format!("{prefix}/health"), true, serde_json::to_vec(&health).unwrap_or_default(), None);
     }
 
     /// Sends outbox entries after `last_sent` while fewer than `max_inflight` events are unacknowledged.

@@ -1,0 +1,194 @@
+//! `[ota]`: which bootloader switches slots, where the slots are, which keys are trusted, and the health gate.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::Problem;
+
+/// How the active slot is switched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// U-Boot environment through `fw_printenv`/`fw_setenv` (RAUC-style `BOOT_ORDER`, `BOOT_x_LEFT`).
+    Uboot,
+    /// GRUB environment block through `grub-editenv`.
+    Grub,
+    /// Jetson boot chain through `nvbootctrl`.
+    Tegra,
+    /// A state file; the boot choice is made by `perch ota boot` (tests, simulation).
+    File,
+    /// App mode: two slot directories under `app_dir`, switched by renaming a `current` symlink.
+    App,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtaConfig {
+    pub backend: BackendKind,
+    /// Must equal a bundle's `compatible` string, so one device type never installs another's image.
+    pub compatible: String,
+    /// Trusted public keys: a directory of `*.pub` files or one file with a key per line (hex ed25519).
+    pub keyring: PathBuf,
+    /// Block devices or files of slots A and B (not used in app mode).
+    pub slot_a: PathBuf,
+    pub slot_b: PathBuf,
+    /// The bundle image written to a slot device (block backends).
+    pub image: String,
+    /// App mode: holds `a/`, `b/`, and the `current` and `committed` links.
+    pub app_dir: PathBuf,
+    /// Boots a new slot gets to pass the health gate before the bootloader falls back.
+    pub tries: u8,
+    /// Health checks must pass without a break for this long before a trial slot is committed.
+    pub health_window_s: f64,
+    /// A trial that has not passed the gate within this long is rolled back.
+    pub health_timeout_s: f64,
+    /// Image the detector must find `golden_labels` in (relative: to the running slot in app mode, else
+    /// to the config file). Empty: no golden-frame check.
+    pub golden_image: PathBuf,
+    pub golden_labels: Vec<String>,
+    /// Where the OTA state file lives (default `<state_dir>/ota`).
+    pub state_dir: Option<PathBuf>,
+    /// uboot: the `fw_env.config` to pass with `-c` (default: the tools' own, `/etc/fw_env.config`).
+    pub fw_env_config: Option<PathBuf>,
+    /// grub: the environment block.
+    pub grubenv: PathBuf,
+    /// uboot/grub: the kernel command line that names the booted slot (`perch.slot=A` or `rauc.slot=A`).
+    pub cmdline: PathBuf,
+    /// tegra: the `nvbootctrl` program.
+    pub nvbootctrl: PathBuf,
+    /// Command run after a rollback on a block backend, to boot the previous slot. Empty: none.
+    pub reboot_command: Vec<String>,
+    /// HTTPS downloads: CA certificates (PEM) of the update server, instead of the built-in Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for OtaConfig {
+    fn default() -> Self {
+        Self {
+            backend: BackendKind::File,
+            compatible: String::new(),
+            keyring: PathBuf::from("/etc/perch/ota-keys"),
+            slot_a: PathBuf::new(),
+            slot_b: PathBuf::new(),
+            image: "rootfs".into(),
+            app_dir: PathBuf::from("/opt/perch"),
+            tries: 3,
+            health_window_s: 60.0,
+            health_timeout_s: 600.0,
+            golden_image: PathBuf::new(),
+            golden_labels: Vec::new(),
+            state_dir: None,
+            fw_env_config: None,
+            grubenv: PathBuf::from("/boot/grub/grubenv"),
+            cmdline: PathBuf::from("/proc/cmdline"),
+            nvbootctrl: PathBuf::from("nvbootctrl"),
+            reboot_command: vec!["systemctl".into(), "reboot".into()],
+            ca_file: None,
+        }
+    }
+}
+
+impl OtaConfig {
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        for p in [&mut self.keyring, &mut self.slot_a, &mut self.slot_b, &mut self.app_dir, &mut self.grubenv] {
+            abs(p);
+        }
+        // In app mode the golden image travels with the release: resolved against the running slot later.
+        if self.backend != BackendKind::App {
+            abs(&mut self.golden_image);
+        }
+        for p in [&mut self.state_dir, &mut self.fw_env_config, &mut self.ca_file].into_iter().flatten() {
+            abs(p);
+        }
+    }
+
+    pub fn validate(&self, key: &str) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if self.compatible.is_empty() {
+            p.push(Problem::new(format!("{key}.compatible"), "must be set: the device type bundles are built for, e.g. \"perch-orin-nano\""));
+        }
+        if self.backend != BackendKind::App {
+            for (name, path) in [("slot_a", &self.slot_a), ("slot_b", &self.slot_b)] {
+                if path.as_os_str().is_empty() {
+                    p.push(Problem::new(format!("{key}.{name}"), "must be set: the block device or file of this slot"));
+                }
+            }
+            if !self.slot_a.as_os_str().is_empty() && self.slot_a == self.slot_b {
+                p.push(Problem::new(format!("{key}.slot_b"), "is the same as slot_a: A/B needs two different slots"));
+            }
+        }
+        if self.tries == 0 {
+            p.push(Problem::new(format!("{key}.tries"), "0 would never boot a new slot: use 1 to 10"));
+        }
+        if !(self.health_window_s >= 0.0 && self.health_window_s.is_finite()) {
+            p.push(Problem::new(format!("{key}.health_window_s"), "must be 0 or more seconds"));
+        }
+        if !(self.health_timeout_s > self.health_window_s && self.health_timeout_s.is_finite()) {
+            p.push(Problem::new(format!("{key}.health_timeout_s"), "must be longer than health_window_s, or no trial could ever pass"));
+        }
+        if !self.golden_image.as_os_str().is_empty() && self.golden_labels.is_empty() {
+            p.push(Problem::new(format!("{key}.golden_labels"), "golden_image is set: list the labels the detector must find in it"));
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_compatible_and_slots() {
+        let keys: Vec<_> = OtaConfig::default().validate("ota").into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["ota.compatible", "ota.slot_a", "ota.slot_b"]);
+    }
+
+    #[test]
+    fn app_mode_needs_no_slot_devices() {
+        let c = OtaConfig { backend: BackendKind::App, compatible: "x".into(), ..Default::default() };
+        assert!(c.validate("ota").is_empty());
+    }
+
+    #[test]
+    fn the_shipped_example_parses_and_validates_when_uncommented() {
+        let shipped = include_str!("../../overlay/etc/perch/perch.toml");
+        let block: String =
+            shipped.lines().skip_while(|l| *l != "# [ota]").take_while(|l| l.starts_with('#')).map(|l| format!("{}\n", l.trim_start_matches("# "))).collect();
+        assert!(block.starts_with("[ota]\n"), "{block}");
+        let c = crate::config::Config::parse(&format!("device_id = \"x\"\n{block}")).unwrap();
+        let ota = c.ota.unwrap();
+        assert_eq!(ota.backend, BackendKind::Uboot);
+        assert!(ota.validate("ota").is_empty(), "{:?}", ota.validate("ota"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let (key, msg) = crate::config::Config::parse("[ota]\nbakend = \"uboot\"\n").unwrap_err();
+        assert_eq!(key, "ota.bakend");
+        assert!(msg.contains("unknown field"), "{msg}");
+        let (key, _) = crate::config::Config::parse("[ota]\nbackend = \"lilo\"\n").unwrap_err();
+        assert_eq!(key, "ota.backend");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let c = OtaConfig {
+            compatible: "x".into(),
+            slot_a: "/a".into(),
+            slot_b: "/a".into(),
+            tries: 0,
+            health_window_s: 10.0,
+            health_timeout_s: 5.0,
+            golden_image: "g.jpg".into(),
+            ..Default::default()
+        };
+        let keys: Vec<_> = c.validate("ota").into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["ota.slot_b", "ota.tries", "ota.health_timeout_s", "ota.golden_labels"]);
+    }
+}

@@ -1,0 +1,300 @@
+//! Streaming install: the bundle is read once, from a file, stdin or HTTP(S), straight into the inactive
+//! slot. The signature and every refusal are checked before the slot is touched; each chunk is checked
+//! against the signed manifest before it is written; the slot is made bootable only after the last chunk
+//! was verified and synced. No temporary copy of the payload is ever made.
+//!
+//! Reading + hashing and writing run on two threads with a few recycled chunk buffers between them, so the
+//! disk and the SHA-256 work overlap (one pass over the payload).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+
+use sha2::{Digest, Sha256};
+
+use super::bundle::{Header, Keyring, Manifest, digest_matches, read_full};
+use super::state::Event;
+use super::{BackendKind, Ota, OtaError, Slot, compare_versions};
+
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    /// Install a release older than the running one.
+    pub allow_downgrade: bool,
+    /// Write this slot instead of the inactive one (refused if it is the booted slot).
+    pub slot: Option<Slot>,
+}
+
+/// Buffers in flight between the reader and the writer.
+const BUFFERS: usize = 4;
+/// Written bytes between two writeback kicks.
+const WRITEBACK_STEP: u64 = 8 << 20;
+/// Progress is saved to the state file (and so reaches `…/ota/state`) at most this often.
+const PROGRESS_STEP: u64 = 64 << 20;
+
+const HTTP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest silence of the server within a download.
+const HTTP_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Opens `-` (stdin), an `http://`/`https://` URL, or a file. `ca_file`: the CAs an HTTPS server must be
+/// signed by (default: the built-in Mozilla roots).
+pub fn open_source(source: &str, ca_file: Option<&Path>) -> Result<Box<dyn Read + Send>, OtaError> {
+    if source == "-" {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // A stalled server must fail the install (the slot stays unbootable), not hang it forever.
+        let mut config = ureq::Agent::config_builder().timeout_connect(Some(HTTP_CONNECT_TIMEOUT)).timeout_per_read(Some(HTTP_READ_TIMEOUT));
+        if let Some(ca) = ca_file {
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::Specific(Arc::new(load_certs(ca)?))).build());
+        }
+        let config = config.build();
+        let resp = ureq::Agent::new_with_config(config).get(source).call().map_err(|e| {
+            OtaError::Io(format!("cannot download {}: {e}: check the URL, the network, and ota.ca_file for a private CA", crate::util::mask_uri(source)))
+        })?;
+        return Ok(Box::new(resp.into_body().into_reader()));
+    }
+    let f = File::open(source).map_err(|e| OtaError::Io(format!("cannot open bundle {source}: {e}")))?;
+    Ok(Box::new(f))
+}
+
+fn load_certs(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, OtaError> {
+    let pem = std::fs::read(path).map_err(|e| OtaError::Io(format!("cannot read ota.ca_file {}: {e}", path.display())))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(OtaError::Io(format!("ota.ca_file {} holds no PEM certificate: give the CA that signed the update server", path.display())));
+    }
+    Ok(certs)
+}
+
+/// Where one image goes.
+struct Target {
+    path: PathBuf,
+    len: u64,
+    executable: bool,
+}
+
+enum Op {
+    Open(Target),
+    Data(Vec<u8>),
+    Close,
+}
+
+impl Ota {
+    /// Installs the bundle at `source` into the inactive slot. `progress(written, total)` is called per chunk.
+    pub fn install(&self, source: &str, opts: &InstallOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<Manifest, OtaError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| OtaError::Io(format!("cannot create {}: {e}", self.dir.display())))?;
+        let lock_path = self.lock_path();
+        let lock = File::create(&lock_path).map_err(|e| OtaError::Io(format!("cannot create {}: {e}", lock_path.display())))?;
+        if lock.try_lock().is_err() {
+            return Err(OtaError::Refused("another install is running: wait for it to finish".into()));
+        }
+        let mut r = open_source(source, self.cfg.ca_file.as_deref())?;
+        let header = Header::read(&mut r)?;
+        let keyring = Keyring::load(&self.cfg.keyring)?;
+        let key = header.verify(&keyring)?;
+        let m = &header.manifest;
+        m.check()?;
+        if m.compatible != self.cfg.compatible {
+            return Err(OtaError::Refused(format!(
+                "the bundle is for {:?} but this device is {:?} (ota.compatible): install the bundle built for this device",
+                m.compatible, self.cfg.compatible
+            )));
+        }
+        let running = self.running_version()?;
+        if compare_versions(&m.version, &running).is_lt() && !opts.allow_downgrade {
+            return Err(OtaError::Refused(format!("release {} is older than the running {running}: pass --allow-downgrade to install it anyway", m.version)));
+        }
+        let booted = self.backend.booted()?;
+        let target = opts.slot.unwrap_or(booted.other());
+        if target == booted {
+            return Err(OtaError::Refused(format!("slot {target} is the booted slot: perch never writes the slot it runs from")));
+        }
+        let app = self.cfg.backend == BackendKind::App;
+        if !app && !m.images.iter().any(|i| i.name == self.cfg.image) {
+            return Err(OtaError::Refused(format!(
+                "the bundle has no image {:?} (ota.image) for the slot device: it has {}",
+                self.cfg.image,
+                m.images.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        tracing::info!(version = %m.version, slot = %target, key = %super::bundle::key_id(key.as_bytes()), "ota: signature ok; installing");
+
+        let total = if app { m.payload_size() } else { m.images.iter().find(|i| i.name == self.cfg.image).map_or(0, |i| i.size) };
+        let start = Event::StartInstall { slot: target, version: m.version.clone(), total };
+        // During a trial the other slot is the way back: it must not be touched.
+        super::state::next(&self.load_state()?.phase, &start).map_err(OtaError::Refused)?;
+
+        // From here the slot is written: first make sure the bootloader can never pick it half-written.
+        let flags = self.backend.read()?;
+        self.backend.write(&flags.begin_install(target))?;
+        self.transition(start, &format!("installing {} into slot {target}", m.version))?;
+
+        let result = self.write_payload(&mut r, m, target, progress);
+        if let Err(e) = result {
+            self.transition(Event::InstallFailed { reason: e.to_string() }, &format!("install failed: {e}"))?;
+            return Err(e);
+        }
+        // Everything verified and synced: now, and only now, the slot may boot.
+        let flags = self.backend.read()?;
+        self.backend.write(&flags.finish_install(target, self.cfg.tries))?;
+        self.transition(Event::InstallDone, &format!("{} installed in slot {target}; it boots next ({} tries)", m.version, self.cfg.tries))?;
+        Ok(m.clone())
+    }
+
+    fn write_payload(&self, r: &mut dyn Read, m: &Manifest, slot: Slot, progress: &mut dyn FnMut(u64, u64)) -> Result<(), OtaError> {
+        let app = self.cfg.backend == BackendKind::App;
+        let dest = self.slot_path(slot);
+        if app {
+            // The slot directory is replaced as a whole: no file of the old release survives.
+            if dest.exists() {
+                std::fs::remove_dir_all(&dest).map_err(|e| OtaError::Io(format!("cannot clear slot {}: {e}", dest.display())))?;
+            }
+            std::fs::create_dir_all(&dest).map_err(|e| OtaError::Io(format!("cannot create slot {}: {e}", dest.display())))?;
+        }
+        let total = if app { m.payload_size() } else { m.images.iter().find(|i| i.name == self.cfg.image).map_or(0, |i| i.size) };
+        let (tx, rx) = mpsc::sync_channel::<Op>(BUFFERS);
+        let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+        let writer = std::thread::Builder::new().name("ota-writer".into()).spawn(move || write_loop(rx, back_tx)).expect("spawn the writer thread");
+        let mut allocated = 0;
+        let mut written = 0u64;
+        let mut saved = 0u64;
+        let chunk = m.chunk_size as usize;
+        let read_result = (|| -> Result<(), OtaError> {
+            for img in &m.images {
+                let target = match app {
+                    true => Some(Target { path: dest.join(&img.name), len: img.size, executable: img.executable }),
+                    false if img.name == self.cfg.image => Some(Target { path: dest.clone(), len: img.size, executable: false }),
+                    false => None,
+                };
+                let writes = target.is_some();
+                if let Some(t) = target
+                    && tx.send(Op::Open(t)).is_err()
+                {
+                    return Ok(()); // the writer failed: its error is reported below
+                }
+                let mut left = img.size;
+                for (i, expected) in img.chunks.iter().enumerate() {
+                    let n = left.min(chunk as u64) as usize;
+                    let mut buf = match back_rx.try_recv() {
+                        Ok(b) => b,
+                        Err(_) if allocated < BUFFERS + 1 => {
+                            allocated += 1;
+                            Vec::with_capacity(chunk)
+                        }
+                        Err(_) => back_rx.recv().unwrap_or_else(|_| Vec::with_capacity(chunk)),
+                    };
+                    buf.resize(n, 0);
+                    let got = read_full(r, &mut buf).map_err(|e| OtaError::Io(format!("cannot read the bundle: {e}: check the source and retry")))?;
+                    if got < n {
+                        return Err(OtaError::Bundle(format!(
+                            "the bundle is truncated: image {} ended after {} of {} bytes; download it again",
+                            img.name,
+                            img.size - left + got as u64,
+                            img.size
+                        )));
+                    }
+                    if !digest_matches(&Sha256::digest(&buf), expected) {
+                        return Err(OtaError::Bundle(format!(
+                            "image {} chunk {i} does not match the signed manifest: the bundle is corrupt; download it again",
+                            img.name
+                        )));
+                    }
+                    left -= n as u64;
+                    if writes {
+                        written += n as u64;
+                        if tx.send(Op::Data(buf)).is_err() {
+                            return Ok(());
+                        }
+                        progress(written, total);
+                        if written - saved >= PROGRESS_STEP && written < total {
+                            saved = written;
+                            self.transition(Event::Progress { written }, "progress")?;
+                        }
+                    }
+                }
+                if writes && tx.send(Op::Close).is_err() {
+                    return Ok(());
+                }
+            }
+            let mut extra = [0u8; 1];
+            if read_full(r, &mut extra).unwrap_or(0) != 0 {
+                return Err(OtaError::Bundle("the bundle has data after its last image: it is corrupt; download it again".into()));
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let write_result = writer.join().unwrap_or_else(|_| Err(OtaError::Io("the slot writer panicked".into())));
+        read_result?;
+        write_result?;
+        if app {
+            let manifest = serde_json::to_vec_pretty(m).expect("manifest serializes");
+            super::state::write_atomic(&dest.join("bundle.json"), &manifest)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_loop(rx: mpsc::Receiver<Op>, back: mpsc::Sender<Vec<u8>>) -> Result<(), OtaError> {
+    let mut open: Option<(File, Target)> = None;
+    // Bytes written to the open target, and up to where the kernel was asked to start writing them back.
+    let (mut pos, mut kicked) = (0u64, 0u64);
+    let io = |t: &Target, what: &str, e: std::io::Error| OtaError::Io(format!("cannot {what} slot {}: {e}", t.path.display()));
+    for op in rx {
+        match op {
+            Op::Open(t) => {
+                if let Some(dir) = t.path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| io(&t, "create the folder of", e))?;
+                }
+                // A block device is written in place; a file slot is created if needed (never truncated
+                // first: its length is set at the end).
+                let f = OpenOptions::new().write(true).create(!is_block_device(&t.path)).truncate(false).open(&t.path).map_err(|e| io(&t, "open", e))?;
+                open = Some((f, t));
+                (pos, kicked) = (0, 0);
+            }
+            Op::Data(buf) => {
+                let (f, t) = open.as_mut().expect("data after open");
+                f.write_all(&buf).map_err(|e| io(t, "write", e))?;
+                pos += buf.len() as u64;
+                if pos - kicked >= WRITEBACK_STEP {
+                    start_writeback(f, kicked, pos - kicked);
+                    kicked = pos;
+                }
+                let _ = back.send(buf);
+            }
+            Op::Close => {
+                let (f, t) = open.take().expect("close after open");
+                let meta = f.metadata().map_err(|e| io(&t, "inspect", e))?;
+                if meta.file_type().is_file() {
+                    f.set_len(t.len).map_err(|e| io(&t, "resize", e))?;
+                    if t.executable {
+                        f.set_permissions(std::fs::Permissions::from_mode(0o755)).map_err(|e| io(&t, "chmod", e))?;
+                    }
+                }
+                f.sync_all().map_err(|e| io(&t, "sync", e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks the kernel to start writing a range to the disk now, without waiting: the disk works while the next
+/// chunks are hashed, and the final fsync has little left to do.
+fn start_writeback(f: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open file descriptor; the call only schedules I/O on it.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), offset as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+fn is_block_device(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())
+}
