@@ -31,6 +31,8 @@ APT_PACKAGES=(
   ffmpeg mosquitto mosquitto-clients
   # OTA bootloader tools driven by the tests: fw_printenv/fw_setenv (+ mkenvimage), grub-editenv
   libubootenv-tool u-boot-tools grub-common
+  # headless browser for the status page test (tests/http.rs)
+  chromium
 )
 if [ "${PERCH_SKIP_APT:-0}" != 1 ]; then
   missing=()

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::capture::CameraConfig;
 use crate::detect::DetectorConfig;
 use crate::events::config::{MqttConfig, OutboxConfig};
+use crate::health::HttpConfig;
 use crate::ota::OtaConfig;
 use crate::record::RecordConfig;
 
@@ -37,6 +38,8 @@ pub struct Config {
     pub cameras: Vec<CameraConfig>,
     /// Updates (A/B slots, health-gated commit). Without it, `perch ota` is unavailable.
     pub ota: Option<OtaConfig>,
+    /// Local HTTP endpoints: health, readiness, status, metrics and the status page (`[http]`).
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             record: RecordConfig::default(),
             cameras: Vec::new(),
             ota: None,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -129,6 +133,7 @@ impl Config {
         if let Some(ota) = self.ota.as_mut() {
             ota.resolve_paths(base);
         }
+        self.http.resolve_paths(base);
         if let Some(mqtt) = self.mqtt.as_mut() {
             for p in [&mut mqtt.ca_file, &mut mqtt.cert_file, &mut mqtt.key_file].into_iter().flatten() {
                 abs(p);
@@ -162,6 +167,7 @@ impl Config {
             problems.push(Problem::new("outbox.max_bytes", format!("{} is too small: allow at least 65536 bytes", self.outbox.max_bytes)));
         }
         problems.extend(self.record.validate("record"));
+        problems.extend(self.http.validate("http"));
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
             let key = format!("camera[{i}]");

@@ -46,6 +46,14 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// The running service's status: cameras, detector, outbox, recording, OTA (from its local /status).
+    Status {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Print the JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file; exits non-zero naming each bad key.
     CheckConfig {
         #[arg(default_value = DEFAULT_CONFIG_PATH)]
@@ -208,6 +216,15 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let engine_cache = config.as_ref().map(Config::engine_cache_dir).unwrap_or_else(|| std::env::temp_dir().join("perch-engine-cache"));
             let opts = app::detect::DetectOptions { detector, engine_cache, fps, min_score };
             app::detect::run(&files, &opts, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config, json } => {
+            let status = app::status::fetch(&config)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", app::status::table(&status));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => {

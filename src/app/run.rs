@@ -136,11 +136,13 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         state: state_tx,
         stats: stats.clone(),
         keep_images: recording.iter().map(Option::is_some).collect(),
+        preview_every: config.http.enabled.then_some(crate::health::PREVIEW_EVERY),
     };
     {
         let cancel = cancel.clone();
         tasks.spawn_blocking(move || worker.run(cancel));
     }
+    let live = Arc::new(crate::health::Live::new(config.cameras.iter().map(|c| c.id.clone()).collect()));
     let events = EventStage {
         device_id: config.device_id.clone(),
         cameras: config.cameras.iter().map(|c| (c.id.clone(), c.track.zones.iter().map(|z| z.name.clone()).collect())).collect(),
@@ -153,6 +155,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         recording: recording.clone(),
         snapshots: HashMap::new(),
         record_stats: record_stats.clone(),
+        live: live.clone(),
     };
     // The publisher drains the outbox once nothing can add to it: after the output stage, and after the
     // recorder (its clip messages) when there is one. The recorder stops when every sender is gone.
@@ -208,6 +211,21 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         state_dir: config.state_dir.clone(),
     };
     crate::ota::health::spawn(&mut tasks, &config, ota_inputs, cancel.clone());
+    let http = crate::health::Handles {
+        device_id: config.device_id.clone(),
+        cameras: statuses.clone(),
+        detector: state_rx.clone(),
+        detect: stats.clone(),
+        outbox: outbox.clone(),
+        mqtt: config.mqtt.is_some().then(|| publisher_stats.clone()),
+        record: record_stats.clone(),
+        ota: crate::ota::health::status_fn(&config),
+        live,
+        state_dir: config.state_dir.clone(),
+        model: config.detector.model.clone(),
+        started: std::time::Instant::now(),
+    };
+    crate::health::server::spawn(&mut tasks, &config, http, cancel.clone());
     tasks.spawn(watch_status(statuses.clone(), state_rx, stats.clone(), cancel.clone()));
 
     tokio::select! {
@@ -287,6 +305,8 @@ struct EventStage {
     /// The best frame of each live track of a recorded camera (buffers reused as the best improves).
     snapshots: HashMap<(usize, u64), Snapshot>,
     record_stats: Arc<RecordStats>,
+    /// The status page's pictures and recent events.
+    live: Arc<crate::health::Live>,
 }
 
 impl EventStage {
@@ -319,7 +339,8 @@ impl EventStage {
         });
         match stored {
             Ok(seqs) => {
-                for (e, seq) in events.iter().zip(seqs) {
+                for ((id, e), seq) in items.iter().zip(seqs) {
+                    self.live.event(e, seq, id);
                     tracing::info!(camera = %self.cameras[e.camera].0, seq, kind = ?e.kind, label = %e.label, track = e.track_id, "event");
                 }
                 self.wake.notify_one();
@@ -363,7 +384,11 @@ impl EventStage {
     fn frame(&mut self, f: &FrameDetections) {
         let camera = f.frame.camera;
         self.trackers[camera].update(&f.frame, &f.detections);
-        if let Some(image) = &f.image {
+        self.live.frame(f);
+        // Non-recorded cameras get a picture too (the status page's), but no snapshots.
+        if let Some(image) = &f.image
+            && self.recording[camera].is_some()
+        {
             self.take_snapshots(camera, image);
         }
         let events = self.trackers[camera].events().to_vec();

@@ -37,6 +37,9 @@ pub struct CameraFilter {
     pub min_score: f32,
 }
 
+/// Upper bounds (ms) of the inference latency histogram's buckets; the last bucket is everything above.
+pub const INFERENCE_BUCKETS_MS: [u64; 11] = [5, 10, 20, 35, 50, 75, 100, 150, 250, 500, 1000];
+
 /// Counters of the detection loop.
 #[derive(Debug, Default)]
 pub struct DetectStats {
@@ -44,6 +47,21 @@ pub struct DetectStats {
     pub errors: AtomicU64,
     /// Last inference time in microseconds.
     pub last_inference_us: AtomicU64,
+    /// Inferences per latency bucket (not cumulative; one more than [`INFERENCE_BUCKETS_MS`] for +Inf).
+    pub inference_buckets: [AtomicU64; INFERENCE_BUCKETS_MS.len() + 1],
+    /// Sum of all inference times in microseconds (with `inference_buckets`, a Prometheus histogram).
+    pub inference_sum_us: AtomicU64,
+}
+
+impl DetectStats {
+    /// Counts one inference: a few relaxed atomic adds, no allocation.
+    pub fn observe_inference(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        self.last_inference_us.store(us, Ordering::Relaxed);
+        self.inference_sum_us.fetch_add(us, Ordering::Relaxed);
+        let i = INFERENCE_BUCKETS_MS.iter().position(|&b| us <= b * 1000).unwrap_or(INFERENCE_BUCKETS_MS.len());
+        self.inference_buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub struct DetectWorker {
@@ -58,6 +76,8 @@ pub struct DetectWorker {
     pub stats: Arc<DetectStats>,
     /// Per camera: hand the frame on with its detections (for snapshots).
     pub keep_images: Vec<bool>,
+    /// Also hand a camera's frame on at most this often, detections or not (the status page's picture).
+    pub preview_every: Option<Duration>,
 }
 
 impl DetectWorker {
@@ -91,6 +111,8 @@ impl DetectWorker {
             .collect();
 
         let mut found = Detections::new();
+        // When each camera last handed a preview frame on (allocated once, before the loop).
+        let mut last_preview: Vec<Option<std::time::Instant>> = vec![None; self.keep_images.len().max(self.labels.len())];
         loop {
             let draining = cancel.is_cancelled();
             let timeout = if draining { Duration::ZERO } else { Duration::from_millis(100) };
@@ -104,13 +126,21 @@ impl DetectWorker {
             match detector.detect(&frame.view(), filter.min_score, &mut found) {
                 Ok(timings) => {
                     self.stats.frames.fetch_add(1, Ordering::Relaxed);
-                    self.stats.last_inference_us.store(timings.inference.as_micros() as u64, Ordering::Relaxed);
+                    self.stats.observe_inference(timings.inference);
                     let mut result = FrameDetections { frame: frame.info, detections: Detections::new(), timings, image: None };
                     for d in found.iter().filter(|d| filter.classes.as_ref().is_none_or(|c| c.contains(&d.class_id))) {
                         // Same capacity: cannot overflow.
                         let _ = result.detections.push(d.clone());
                     }
-                    if !result.detections.is_empty() && self.keep_images.get(frame.info.camera).copied().unwrap_or(false) {
+                    let cam = frame.info.camera;
+                    let preview = self.preview_every.is_some_and(|every| {
+                        let due = last_preview.get(cam).copied().flatten().is_none_or(|t| t.elapsed() >= every);
+                        if due && let Some(slot) = last_preview.get_mut(cam) {
+                            *slot = Some(std::time::Instant::now());
+                        }
+                        due
+                    });
+                    if preview || (!result.detections.is_empty() && self.keep_images.get(cam).copied().unwrap_or(false)) {
                         result.image = Some(frame);
                     }
                     // Blocks when the next stage is behind: frames then drop at the hub, counted per camera.

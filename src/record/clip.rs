@@ -204,8 +204,17 @@ pub fn snapshot_jpeg(snap: &Snapshot, quality: u8) -> Result<Vec<u8>, RecordErro
         return Err(RecordError::Snapshot(format!("bad picture {w}x{h} with {} bytes", snap.bgr.len())));
     }
     let mut px = snap.bgr[..w * h * 3].to_vec();
+    draw_box(&mut px, w, h, snap.bbox);
+    encode_jpeg(&px, w, h, quality)
+}
+
+/// Draws a 3 px green rectangle into packed BGR pixels; a box outside the picture is clamped.
+pub fn draw_box(px: &mut [u8], w: usize, h: usize, bbox: [f32; 4]) {
+    if w == 0 || h == 0 || px.len() < w * h * 3 {
+        return;
+    }
     let clamp = |v: f32, max: usize| (v.round().max(0.0) as usize).min(max - 1);
-    let (x1, y1, x2, y2) = (clamp(snap.bbox[0], w), clamp(snap.bbox[1], h), clamp(snap.bbox[2], w), clamp(snap.bbox[3], h));
+    let (x1, y1, x2, y2) = (clamp(bbox[0], w), clamp(bbox[1], h), clamp(bbox[2], w), clamp(bbox[3], h));
     let mut put = |x: usize, y: usize| {
         let i = (y * w + x) * 3;
         px[i..i + 3].copy_from_slice(&[0, 255, 0]);
@@ -220,9 +229,16 @@ pub fn snapshot_jpeg(snap: &Snapshot, quality: u8) -> Result<Vec<u8>, RecordErro
             put(x2.saturating_sub(t), y);
         }
     }
+}
+
+/// Encodes packed BGR pixels as a JPEG.
+pub fn encode_jpeg(px: &[u8], w: usize, h: usize, quality: u8) -> Result<Vec<u8>, RecordError> {
+    if w == 0 || h == 0 || px.len() < w * h * 3 || w > u16::MAX as usize || h > u16::MAX as usize {
+        return Err(RecordError::Snapshot(format!("bad picture {w}x{h} with {} bytes", px.len())));
+    }
     let mut out = Vec::with_capacity(w * h / 4);
     jpeg_encoder::Encoder::new(&mut out, quality)
-        .encode(&px, w as u16, h as u16, jpeg_encoder::ColorType::Bgr)
+        .encode(&px[..w * h * 3], w as u16, h as u16, jpeg_encoder::ColorType::Bgr)
         .map_err(|e| RecordError::Snapshot(e.to_string()))?;
     Ok(out)
 }
