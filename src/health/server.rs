@@ -115,7 +115,12 @@ async fn ready(State(s): State<Arc<Server>>) -> Response {
 }
 
 async fn status(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token));
     match (&s.token, given) {
         (Some(expected), Some(given)) if token_matches(expected, given.trim().as_bytes()) => axum::Json(s.h.status()).into_response(),
         (None, _) => (StatusCode::UNAUTHORIZED, "the HTTP token could not be loaded: see perch's log and fix [http] token/token_file\n").into_response(),
