@@ -52,6 +52,9 @@ pub struct CameraStatus {
     /// Wall-clock time of the last frame, in ms since the Unix epoch (0: never).
     pub last_frame_ms: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The capture thread beats on every turn of its loops, connected or not: a thread stuck inside
+    /// GStreamer stops beating, and the systemd watchdog stops being fed.
+    pub heartbeat: crate::util::Heartbeat,
 }
 
 /// A point-in-time copy of a camera's status, for logs and status output.
@@ -80,6 +83,7 @@ impl CameraStatus {
             reconnects: AtomicU64::new(0),
             last_frame_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            heartbeat: Default::default(),
         }
     }
 
@@ -90,6 +94,11 @@ impl CameraStatus {
     /// Sets the state; returns the previous one.
     pub fn set_state(&self, state: CameraState) -> CameraState {
         CameraState::from_u8(self.state.swap(state as u8, Ordering::Relaxed))
+    }
+
+    /// Whether the camera has finished its first attempt to open the stream (delivering, or failed once).
+    pub fn settled(&self) -> bool {
+        self.state() != CameraState::Connecting || self.reconnects.load(Ordering::Relaxed) > 0
     }
 
     pub fn set_error(&self, error: Option<String>) {

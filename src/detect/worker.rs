@@ -44,6 +44,9 @@ pub struct DetectStats {
     pub errors: AtomicU64,
     /// Last inference time in microseconds.
     pub last_inference_us: AtomicU64,
+    /// Beats on every turn of the detection loop once the model is loaded: a loop stuck (a wedged
+    /// inference, an output stage that stopped taking results) stops beating.
+    pub heartbeat: crate::util::Heartbeat,
 }
 
 pub struct DetectWorker {
@@ -74,7 +77,7 @@ impl DetectWorker {
                     let delay = backoff.next_delay();
                     tracing::error!("detector failed to load: {e}; retrying in {:.0} s", delay.as_secs_f64());
                     report(DetectorState::Failed { error: e.to_string() });
-                    if sleep_cancellable(delay, &cancel) {
+                    if sleep_cancellable(delay, &cancel, None) {
                         return;
                     }
                 }
@@ -92,6 +95,7 @@ impl DetectWorker {
 
         let mut found = Detections::new();
         loop {
+            self.stats.heartbeat.beat();
             let draining = cancel.is_cancelled();
             let timeout = if draining { Duration::ZERO } else { Duration::from_millis(100) };
             let Some(frame) = self.hub.take(timeout) else {
