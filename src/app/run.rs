@@ -137,6 +137,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         state: state_tx,
         stats: stats.clone(),
         keep_images: recording.iter().map(Option::is_some).collect(),
+        cadence: config.cameras.iter().zip(&statuses).map(|(c, s)| (crate::detect::cadence::Cadence::new(c.cadence.clone()), s.clone())).collect(),
     };
     {
         let cancel = cancel.clone();
@@ -249,7 +250,15 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     for s in &statuses {
         let snap = s.snapshot();
-        tracing::info!(camera = %snap.id, frames = snap.frames, dropped_detector_busy = snap.dropped_detector_busy, dropped_sink = snap.dropped_sink, reconnects = snap.reconnects, "camera totals");
+        tracing::info!(
+            camera = %snap.id,
+            frames = snap.frames,
+            dropped_detector_busy = snap.dropped_detector_busy,
+            dropped_sink = snap.dropped_sink,
+            skipped_idle = snap.skipped_idle,
+            reconnects = snap.reconnects,
+            "camera totals"
+        );
     }
     Ok(())
 }

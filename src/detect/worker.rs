@@ -13,9 +13,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::cadence::{Cadence, Decision};
 use super::{DetectError, Detections, Detector, DetectorConfig, DetectorState, Timings};
 use crate::capture::camera::sleep_cancellable;
-use crate::capture::{Frame, FrameHub, FrameInfo};
+use crate::capture::{CameraStatus, Frame, FrameHub, FrameInfo};
 use crate::util::Backoff;
 
 /// What the detector produces for each frame it processed (with or without detections).
@@ -61,11 +62,13 @@ pub struct DetectWorker {
     pub stats: Arc<DetectStats>,
     /// Per camera: hand the frame on with its detections (for snapshots).
     pub keep_images: Vec<bool>,
+    /// Per camera: adaptive cadence, and the status its skipped frames are counted in.
+    pub cadence: Vec<(Cadence, Arc<CameraStatus>)>,
 }
 
 impl DetectWorker {
     /// Runs until cancelled; on cancellation, frames already waiting are still detected and handed on.
-    pub fn run(self, cancel: CancellationToken) {
+    pub fn run(mut self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300), 0.2);
         let report = |s: DetectorState| {
             let _ = self.state.send(s);
@@ -104,7 +107,14 @@ impl DetectWorker {
                 }
                 continue;
             };
-            let filter = &filters[frame.info.camera];
+            let camera = frame.info.camera;
+            if let Some((cadence, status)) = self.cadence.get_mut(camera)
+                && cadence.decide(&frame.view(), frame.info.wall) == Decision::Skip
+            {
+                status.skipped_idle.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let filter = &filters[camera];
             match detector.detect(&frame.view(), filter.min_score, &mut found) {
                 Ok(timings) => {
                     self.stats.frames.fetch_add(1, Ordering::Relaxed);
@@ -114,7 +124,10 @@ impl DetectWorker {
                         // Same capacity: cannot overflow.
                         let _ = result.detections.push(d.clone());
                     }
-                    if !result.detections.is_empty() && self.keep_images.get(frame.info.camera).copied().unwrap_or(false) {
+                    if let Some((cadence, _)) = self.cadence.get_mut(camera) {
+                        cadence.detected(&frame.view(), frame.info.wall, !result.detections.is_empty());
+                    }
+                    if !result.detections.is_empty() && self.keep_images.get(camera).copied().unwrap_or(false) {
                         result.image = Some(frame);
                     }
                     // Blocks when the next stage is behind: frames then drop at the hub, counted per camera.
