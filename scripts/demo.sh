@@ -2,7 +2,9 @@
 # Installs everything (scripts/setup.sh), builds perch, starts a local mosquitto on 127.0.0.1:18830 and runs
 # the service on the sample street video: frames at 5 fps → YOLOX-Nano → tracking → events through the
 # durable outbox to the broker. The events are printed as they arrive (mosquitto_sub). The video plays once
-# in real time (about 14 s), then perch stops by itself, ending every open event.
+# in real time (about 14 s), then perch stops by itself, ending every open event. The video is recorded
+# too: 2 s segments and one clip + snapshot per event under .local/demo-state/recordings (each event's
+# `clip` message says where).
 # Extra arguments go to `perch run` (e.g. --print-detections for one JSON line per frame).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

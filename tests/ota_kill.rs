@@ -39,7 +39,7 @@ fn sigkill_at_any_point_of_an_install_never_breaks_the_booted_slot() {
             .args(["ota", "install", "--quiet", "-c", c, "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
@@ -78,31 +78,47 @@ fn sigkill_at_any_point_of_an_install_never_breaks_the_booted_slot() {
     assert_eq!(sha256(&slot_a), factory);
 }
 
+/// `perch ota install` from stdin into file slots, fed half of the bundle and seen to be installing.
+struct HalfInstall {
+    config: std::path::PathBuf,
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    bundle: Vec<u8>,
+}
+
+impl HalfInstall {
+    fn start(d: &std::path::Path, seed: u64, image_bytes: usize) -> Self {
+        let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
+        std::fs::write(&slot_a, data(64 << 10, seed)).unwrap();
+        let config = config(d, &format!("backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n", slot_a.display(), slot_b.display()));
+        let img = d.join("rootfs");
+        std::fs::write(&img, data(image_bytes, seed + 1)).unwrap();
+        let bundle = std::fs::read(bundle(&d.join("v2.bundle"), "perch-test", "2.0.0", &[("rootfs", &img)], Some(1), 64 << 10)).unwrap();
+        let mut child = common::perch()
+            .args(["ota", "install", "--quiet", "-c", config.to_str().unwrap(), "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&bundle[..bundle.len() / 2]).unwrap();
+        // Wait (bounded) until perch has recorded that it is installing.
+        let installing = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            phase(&config) == "installing"
+        });
+        assert!(installing, "the install never started");
+        Self { config, child, stdin, bundle }
+    }
+}
+
 #[test]
 fn a_reboot_after_an_interrupted_install_boots_the_old_slot_and_records_the_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
-    std::fs::write(&slot_a, data(64 << 10, 30)).unwrap();
-    let config = config(d, &format!("backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n", slot_a.display(), slot_b.display()));
+    let half = HalfInstall::start(dir.path(), 30, 2 << 20);
+    let (config, mut child) = (half.config, half.child);
     let c = config.to_str().unwrap();
-    let img = d.join("rootfs");
-    std::fs::write(&img, data(2 << 20, 31)).unwrap();
-    let bundle = std::fs::read(bundle(&d.join("v2.bundle"), "perch-test", "2.0.0", &[("rootfs", &img)], Some(1), 64 << 10)).unwrap();
-    let mut child =
-        common::perch().args(["ota", "install", "--quiet", "-c", c, "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&bundle[..bundle.len() / 2]).unwrap();
-    // Wait (bounded) until perch recorded that it is installing, then kill it mid-payload.
-    let mut installing = false;
-    for _ in 0..200 {
-        if phase(&config) == "installing" {
-            installing = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    assert!(installing, "the install never started");
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(ok(&["ota", "boot", "-c", c]).contains("booted slot A; update failed"));
@@ -120,32 +136,14 @@ fn perch_version() -> String {
 #[test]
 fn a_start_during_a_running_install_leaves_it_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
-    std::fs::write(&slot_a, data(64 << 10, 50)).unwrap();
-    let config = config(d, &format!("backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n", slot_a.display(), slot_b.display()));
+    let half = HalfInstall::start(dir.path(), 50, 1 << 20);
+    let (config, child, mut stdin, bundle) = (half.config, half.child, half.stdin, half.bundle);
     let c = config.to_str().unwrap();
-    let img = d.join("rootfs");
-    std::fs::write(&img, data(1 << 20, 51)).unwrap();
-    let bundle = std::fs::read(bundle(&d.join("v2.bundle"), "perch-test", "2.0.0", &[("rootfs", &img)], Some(1), 64 << 10)).unwrap();
-    let mut child =
-        common::perch().args(["ota", "install", "--quiet", "-c", c, "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&bundle[..bundle.len() / 2]).unwrap();
-    let mut installing = false;
-    for _ in 0..200 {
-        if phase(&config) == "installing" {
-            installing = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    assert!(installing, "the install never started");
     assert!(ok(&["ota", "boot", "-c", c]).contains("booted slot A; update installing"));
     stdin.write_all(&bundle[bundle.len() / 2..]).unwrap();
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(phase(&config), "installed");
-    assert_eq!(sha256(&slot_b), sha256(&img));
+    assert_eq!(sha256(&dir.path().join("slot-b.img")), sha256(&dir.path().join("rootfs")));
 }

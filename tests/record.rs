@@ -293,3 +293,45 @@ fn after_sigkill_the_store_is_consistent_and_pending_clips_are_made() {
     assert_eq!(codec, "h264");
     assert!(duration >= 2.0, "clip of {duration} s");
 }
+
+#[test]
+fn sigterm_mid_event_finishes_the_clip_and_delivers_the_outbox() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = mosquitto(dir.path(), port);
+    let sub = subscriber(port, "perch/test-box/#", "drain-test");
+    let video = media("pedestrians-720p-gop1s.mp4");
+    let cfg = config(dir.path(), port, &format!("file://{}", video.display()), "", "pre_roll_s = 2\npost_roll_s = 10");
+    let state = dir.path().join("state");
+    let mut p = run(&cfg);
+    // Wait until objects are mid-event, with segments recorded.
+    assert!(
+        sub.wait_for(Duration::from_secs(40), |out, _| messages(out, "/events/gate").iter().filter(|m| m["type"] == "new").count() >= 3),
+        "no events: {}",
+        p.stderr_text()
+    );
+    assert!(wait(Duration::from_secs(10), || segments(&state).len() >= 2));
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(30)).success(), "{}", p.stderr_text());
+    let err = p.stderr_text();
+    // Everything stored was delivered before exit: each `new` has its `end` and its clip.
+    assert!(sub.wait_for(Duration::from_secs(5), |out, _| out.iter().any(|l| l.text == "perch/test-box/status offline")));
+    let out = sub.stdout();
+    let msgs = messages(&out, "/events/gate");
+    let stored: std::collections::BTreeSet<u64> =
+        err.lines().filter(|l| l.contains(" event ")).filter_map(|l| l.split("seq=").nth(1)?.split(' ').next()?.parse().ok()).collect();
+    let received: std::collections::BTreeSet<u64> = msgs.iter().filter(|m| m["type"] != "clip").filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!(received, stored, "the outbox was delivered before exit");
+    for new in msgs.iter().filter(|m| m["type"] == "new") {
+        let id = &new["event_id"];
+        assert!(msgs.iter().any(|m| m["type"] == "end" && &m["event_id"] == id), "no end for {id}");
+        let clip = msgs.iter().find(|m| m["type"] == "clip" && &m["event_id"] == id).unwrap_or_else(|| panic!("no clip for {id}"));
+        // Stopped before the post-roll: partial or complete, but made and playable.
+        assert!(clip["status"] == "complete" || clip["status"] == "partial", "{clip}");
+        assert_eq!(probe(&state.join("recordings").join(clip["clip"].as_str().unwrap())).0, "h264");
+    }
+    assert!(parts(&state).is_empty(), "the segment being written was finished");
+    let pending = std::fs::read_dir(state.join("recordings/clips/pending")).unwrap().count();
+    assert_eq!(pending, 0, "no clip left waiting");
+}

@@ -177,3 +177,36 @@ fn a_stalled_stream_is_detected_and_reopened() {
         p.stderr_text()
     );
 }
+
+#[test]
+fn an_idle_camera_is_detected_at_the_idle_rate_until_something_moves() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cadence = "[camera.cadence]\nidle_after_s = 1\nidle_fps = 0.2";
+    let still = format!("id = \"still\"\nsource = \"test://black?width=320&height=240&fps=10\"\ndetect_fps = 10\n{cadence}");
+    // The ball pattern moves every frame: its camera stays at the full rate although nothing is detected.
+    let moving = format!("id = \"moving\"\nsource = \"test://ball?width=320&height=240&fps=10\"\ndetect_fps = 10\n{cadence}");
+    let mut p = run(&write_config(dir.path(), &[still, moving], ""));
+    assert!(p.wait_for(Duration::from_secs(60), |out, _| json_lines(out).len() >= 20), "{}", p.stderr_text());
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(6));
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(30)).success(), "{}", p.stderr_text());
+    // Frames detected in the 6 s window (after the first second: both cameras idle).
+    let late: Vec<Value> = p.stdout().iter().filter(|l| l.at >= start + Duration::from_secs(1)).filter_map(|l| serde_json::from_str(&l.text).ok()).collect();
+    let (still_n, moving_n) = (frames_of(&late, "still").len(), frames_of(&late, "moving").len());
+    // One frame every 5 s at most, however fast frames come.
+    assert!(still_n <= 2, "a static idle camera at 0.2 fps: {still_n} frames in ~5 s");
+    // The full rate is 10 fps; a loaded machine may not keep up with it, so compare.
+    assert!(moving_n >= 4 && moving_n >= 2 * still_n, "motion keeps the full rate: {moving_n} frames in ~5 s, {still_n} for the still camera");
+    let err = p.stderr_text();
+    let skipped = |cam: &str| {
+        err.lines()
+            .find(|l| l.contains("camera totals") && l.contains(&format!("camera={cam}")))
+            .and_then(|l| l.split("skipped_idle=").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no totals for {cam}: {err}"))
+    };
+    let (still_skipped, moving_skipped) = (skipped("still"), skipped("moving"));
+    assert!(still_skipped >= 3, "skipped frames are counted: {still_skipped} skipped, {still_n} detected");
+    assert!(moving_skipped <= 5, "{moving_skipped} frames of the moving camera skipped");
+}

@@ -38,8 +38,9 @@ pub struct RunOptions {
 const MAX_SNAPSHOTS: usize = 64;
 /// Depth of the detector → output channel.
 const OUTPUT_QUEUE: usize = 64;
-/// How long a clean shutdown may take before perch gives up waiting for its tasks.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a clean shutdown may take before perch gives up waiting for its tasks (the unit's
+/// `TimeoutStopSec` must be longer).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// On shutdown, how long the publisher may spend delivering what is in the outbox.
 const PUBLISH_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Interval of the periodic status line in the log.
@@ -137,6 +138,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         stats: stats.clone(),
         keep_images: recording.iter().map(Option::is_some).collect(),
         preview_every: config.http.enabled.then_some(crate::health::PREVIEW_EVERY),
+        cadence: config.cameras.iter().zip(&statuses).map(|(c, s)| (crate::detect::cadence::Cadence::new(c.cadence.clone()), s.clone())).collect(),
     };
     {
         let cancel = cancel.clone();
@@ -226,6 +228,13 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         started: std::time::Instant::now(),
     };
     crate::health::server::spawn(&mut tasks, &config, http, cancel.clone());
+    let watchdog = crate::health::systemd::Watchdog {
+        notifier: crate::health::systemd::Notifier::from_env(),
+        cameras: statuses.clone(),
+        detector: state_rx.clone(),
+        stats: stats.clone(),
+    };
+    tasks.spawn(watchdog.run(cancel.clone()));
     tasks.spawn(watch_status(statuses.clone(), state_rx, stats.clone(), cancel.clone()));
 
     tokio::select! {
@@ -235,20 +244,39 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     cancel.cancel();
     hub.wake();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+    // Drain: captures stop and finish their segments, the detector takes what was captured, open events end
+    // and their clips are made, the outbox is delivered. A second SIGTERM/SIGINT, or the timeout, ends it at
+    // once: everything on disk is crash-safe (the outbox is durable per batch, unfinished segments are
+    // removed at the next start, clip requests are persisted), so cutting the drain short loses no data.
+    let drain = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while let Some(res) = tasks.join_next().await {
             if let Err(e) = res {
                 tracing::error!("task ended abnormally: {e}");
             }
         }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("some tasks did not stop within {} s; exiting anyway", DRAIN_TIMEOUT.as_secs());
+    });
+    tokio::select! {
+        drained = drain => {
+            if drained.is_err() {
+                tracing::warn!("some tasks did not stop within {} s; exiting anyway", DRAIN_TIMEOUT.as_secs());
+            }
+        }
+        _ = shutdown_signal() => {
+            tracing::warn!("second stop signal: exiting now without finishing the drain (stored data is safe)");
+            return Ok(());
+        }
     }
     for s in &statuses {
         let snap = s.snapshot();
-        tracing::info!(camera = %snap.id, frames = snap.frames, dropped_detector_busy = snap.dropped_detector_busy, dropped_sink = snap.dropped_sink, reconnects = snap.reconnects, "camera totals");
+        tracing::info!(
+            camera = %snap.id,
+            frames = snap.frames,
+            dropped_detector_busy = snap.dropped_detector_busy,
+            dropped_sink = snap.dropped_sink,
+            skipped_idle = snap.skipped_idle,
+            reconnects = snap.reconnects,
+            "camera totals"
+        );
     }
     Ok(())
 }

@@ -105,7 +105,7 @@ impl Camera {
             } else {
                 tracing::warn!(camera = %id, source = %self.status.source, "camera offline: {reason}; retrying in {:.1} s", delay.as_secs_f64());
             }
-            if sleep_cancellable(delay, &cancel) {
+            if sleep_cancellable(delay, &cancel, Some(&self.status.heartbeat)) {
                 break;
             }
         }
@@ -126,6 +126,7 @@ impl Camera {
         let mut delivered = 0u64;
         let mut sink_drops_seen = 0u64;
         loop {
+            self.status.heartbeat.beat();
             if cancel.is_cancelled() {
                 return (SessionEnd::Cancelled, delivered);
             }
@@ -170,10 +171,13 @@ impl Camera {
     }
 }
 
-/// Sleeps for `d` unless cancelled first; returns true when cancelled.
-pub(crate) fn sleep_cancellable(d: Duration, cancel: &CancellationToken) -> bool {
+/// Sleeps for `d` unless cancelled first, beating `heartbeat` meanwhile; returns true when cancelled.
+pub(crate) fn sleep_cancellable(d: Duration, cancel: &CancellationToken, heartbeat: Option<&crate::util::Heartbeat>) -> bool {
     let deadline = Instant::now() + d;
     loop {
+        if let Some(hb) = heartbeat {
+            hb.beat();
+        }
         if cancel.is_cancelled() {
             return true;
         }

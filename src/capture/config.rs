@@ -53,6 +53,8 @@ pub struct CameraConfig {
     pub track: TrackerConfig,
     /// Rolling segments and event clips (`[camera.record]`).
     pub record: CameraRecordConfig,
+    /// Lower detection rate while nothing is seen and nothing moves (`[camera.cadence]`).
+    pub cadence: crate::detect::cadence::CadenceConfig,
 }
 
 impl Default for CameraConfig {
@@ -73,6 +75,7 @@ impl Default for CameraConfig {
             rtsp_latency_ms: 200,
             track: TrackerConfig::default(),
             record: CameraRecordConfig::default(),
+            cadence: Default::default(),
         }
     }
 }
@@ -121,6 +124,7 @@ impl CameraConfig {
             p.push(Problem::new(format!("{key}.reconnect_max_s"), format!("{} must be at least reconnect_initial_s and at most 3600", self.reconnect_max_s)));
         }
         p.extend(self.track.validate(&format!("{key}.track")));
+        p.extend(self.cadence.validate(&format!("{key}.cadence")));
         if self.rtsp_latency_ms > 10_000 {
             p.push(Problem::new(format!("{key}.rtsp_latency_ms"), format!("{} is out of range: use at most 10000 ms", self.rtsp_latency_ms)));
         }

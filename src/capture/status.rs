@@ -49,9 +49,14 @@ pub struct CameraStatus {
     pub dropped_sink: AtomicU64,
     /// Times the stream was opened again after a failure.
     pub reconnects: AtomicU64,
+    /// Frames not detected because the camera was idle and nothing moved (adaptive cadence).
+    pub skipped_idle: AtomicU64,
     /// Wall-clock time of the last frame, in ms since the Unix epoch (0: never).
     pub last_frame_ms: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The capture thread beats on every turn of its loops, connected or not: a thread stuck inside
+    /// GStreamer stops beating, and the systemd watchdog stops being fed.
+    pub heartbeat: crate::util::Heartbeat,
 }
 
 /// A point-in-time copy of a camera's status, for logs and status output.
@@ -64,6 +69,7 @@ pub struct CameraSnapshot {
     pub dropped_detector_busy: u64,
     pub dropped_sink: u64,
     pub reconnects: u64,
+    pub skipped_idle: u64,
     pub last_frame_ms: Option<u64>,
     pub last_error: Option<String>,
 }
@@ -78,8 +84,10 @@ impl CameraStatus {
             dropped_detector_busy: AtomicU64::new(0),
             dropped_sink: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            skipped_idle: AtomicU64::new(0),
             last_frame_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            heartbeat: Default::default(),
         }
     }
 
@@ -90,6 +98,11 @@ impl CameraStatus {
     /// Sets the state; returns the previous one.
     pub fn set_state(&self, state: CameraState) -> CameraState {
         CameraState::from_u8(self.state.swap(state as u8, Ordering::Relaxed))
+    }
+
+    /// Whether the camera has finished its first attempt to open the stream (delivering, or failed once).
+    pub fn settled(&self) -> bool {
+        self.state() != CameraState::Connecting || self.reconnects.load(Ordering::Relaxed) > 0
     }
 
     pub fn set_error(&self, error: Option<String>) {
@@ -112,6 +125,7 @@ impl CameraStatus {
             dropped_detector_busy: self.dropped_detector_busy.load(Ordering::Relaxed),
             dropped_sink: self.dropped_sink.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
+            skipped_idle: self.skipped_idle.load(Ordering::Relaxed),
             last_frame_ms: (last != 0).then_some(last),
             last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }

@@ -6,6 +6,7 @@
 //! - [`decode`]: YOLOX / YOLOv8-style decoders and class-aware NMS.
 //! - [`worker`]: the service loop between the capture hand-off and the next stage.
 
+pub mod cadence;
 pub mod config;
 pub mod decode;
 pub mod engine;

@@ -13,9 +13,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::cadence::{Cadence, Decision};
 use super::{DetectError, Detections, Detector, DetectorConfig, DetectorState, Timings};
 use crate::capture::camera::sleep_cancellable;
-use crate::capture::{Frame, FrameHub, FrameInfo};
+use crate::capture::{CameraStatus, Frame, FrameHub, FrameInfo};
 use crate::util::Backoff;
 
 /// What the detector produces for each frame it processed (with or without detections).
@@ -51,6 +52,9 @@ pub struct DetectStats {
     pub inference_buckets: [AtomicU64; INFERENCE_BUCKETS_MS.len() + 1],
     /// Sum of all inference times in microseconds (with `inference_buckets`, a Prometheus histogram).
     pub inference_sum_us: AtomicU64,
+    /// Beats on every turn of the detection loop once the model is loaded: a loop stuck (a wedged
+    /// inference, an output stage that stopped taking results) stops beating.
+    pub heartbeat: crate::util::Heartbeat,
 }
 
 impl DetectStats {
@@ -78,11 +82,13 @@ pub struct DetectWorker {
     pub keep_images: Vec<bool>,
     /// Also hand a camera's frame on at most this often, detections or not (the status page's picture).
     pub preview_every: Option<Duration>,
+    /// Per camera: adaptive cadence, and the status its skipped frames are counted in.
+    pub cadence: Vec<(Cadence, Arc<CameraStatus>)>,
 }
 
 impl DetectWorker {
     /// Runs until cancelled; on cancellation, frames already waiting are still detected and handed on.
-    pub fn run(self, cancel: CancellationToken) {
+    pub fn run(mut self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300), 0.2);
         let report = |s: DetectorState| {
             let _ = self.state.send(s);
@@ -94,7 +100,7 @@ impl DetectWorker {
                     let delay = backoff.next_delay();
                     tracing::error!("detector failed to load: {e}; retrying in {:.0} s", delay.as_secs_f64());
                     report(DetectorState::Failed { error: e.to_string() });
-                    if sleep_cancellable(delay, &cancel) {
+                    if sleep_cancellable(delay, &cancel, None) {
                         return;
                     }
                 }
@@ -114,6 +120,7 @@ impl DetectWorker {
         // When each camera last handed a preview frame on (allocated once, before the loop).
         let mut last_preview: Vec<Option<std::time::Instant>> = vec![None; self.keep_images.len().max(self.labels.len())];
         loop {
+            self.stats.heartbeat.beat();
             let draining = cancel.is_cancelled();
             let timeout = if draining { Duration::ZERO } else { Duration::from_millis(100) };
             let Some(frame) = self.hub.take(timeout) else {
@@ -122,7 +129,14 @@ impl DetectWorker {
                 }
                 continue;
             };
-            let filter = &filters[frame.info.camera];
+            let camera = frame.info.camera;
+            if let Some((cadence, status)) = self.cadence.get_mut(camera)
+                && cadence.decide(&frame.view(), frame.info.wall) == Decision::Skip
+            {
+                status.skipped_idle.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let filter = &filters[camera];
             match detector.detect(&frame.view(), filter.min_score, &mut found) {
                 Ok(timings) => {
                     self.stats.frames.fetch_add(1, Ordering::Relaxed);
@@ -132,15 +146,17 @@ impl DetectWorker {
                         // Same capacity: cannot overflow.
                         let _ = result.detections.push(d.clone());
                     }
-                    let cam = frame.info.camera;
+                    if let Some((cadence, _)) = self.cadence.get_mut(camera) {
+                        cadence.detected(&frame.view(), frame.info.wall, !result.detections.is_empty());
+                    }
                     let preview = self.preview_every.is_some_and(|every| {
-                        let due = last_preview.get(cam).copied().flatten().is_none_or(|t| t.elapsed() >= every);
-                        if due && let Some(slot) = last_preview.get_mut(cam) {
+                        let due = last_preview.get(camera).copied().flatten().is_none_or(|t| t.elapsed() >= every);
+                        if due && let Some(slot) = last_preview.get_mut(camera) {
                             *slot = Some(std::time::Instant::now());
                         }
                         due
                     });
-                    if preview || (!result.detections.is_empty() && self.keep_images.get(cam).copied().unwrap_or(false)) {
+                    if preview || (!result.detections.is_empty() && self.keep_images.get(camera).copied().unwrap_or(false)) {
                         result.image = Some(frame);
                     }
                     // Blocks when the next stage is behind: frames then drop at the hub, counted per camera.

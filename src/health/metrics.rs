@@ -56,6 +56,10 @@ pub fn render(h: &Handles) -> String {
             let _ = writeln!(o, "perch_camera_dropped_frames_total{{camera=\"{id}\",reason=\"{reason}\"}} {v}");
         }
     }
+    family(&mut o, "perch_camera_skipped_idle_total", "counter", "Frames not detected because the camera was idle (adaptive cadence).");
+    for (i, id) in &cams {
+        let _ = writeln!(o, "perch_camera_skipped_idle_total{{camera=\"{id}\"}} {}", h.cameras[*i].skipped_idle.load(Relaxed));
+    }
     family(&mut o, "perch_camera_reconnects_total", "counter", "Times the camera's stream was reopened after a failure.");
     for (i, id) in &cams {
         let _ = writeln!(o, "perch_camera_reconnects_total{{camera=\"{id}\"}} {}", h.cameras[*i].reconnects.load(Relaxed));

@@ -1,5 +1,7 @@
-//! Local HTTP endpoints for people and machines on the box: liveness (`/health`), readiness (`/ready`),
-//! detailed status (`/status`, bearer token), Prometheus metrics (`/metrics`) and a status page (`/`).
+//! How perch tells others it is alive and well: the systemd notification protocol and its watchdog
+//! ([`systemd`]), and local HTTP endpoints for people and machines on the box: liveness (`/health`),
+//! readiness (`/ready`), detailed status (`/status`, bearer token), Prometheus metrics (`/metrics`) and a
+//! status page (`/`).
 //!
 //! The service hands this module one [`Handles`] of the counters the stages already keep; the only state
 //! added here is [`Live`]: each camera's latest picture with its detections (updated at most once a second,
@@ -9,6 +11,7 @@ pub mod config;
 pub mod metrics;
 pub mod page;
 pub mod server;
+pub mod systemd;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -287,6 +290,7 @@ impl Handles {
                     "frames": s.frames,
                     "processed": self.live.processed(i),
                     "dropped": { "detector_busy": s.dropped_detector_busy, "sink": s.dropped_sink, "record": record_drops },
+                    "skipped_idle": s.skipped_idle,
                     "reconnects": s.reconnects,
                     "last_frame_ms": s.last_frame_ms,
                     "last_error": s.last_error,
