@@ -8,16 +8,24 @@
 //! | `GET /metrics` | none | Prometheus text |
 //! | `GET /`, `/page.json`, `/frame/{camera}` | loopback clients only | the status page, its data, each camera's latest picture |
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::{IncomingStream, Listener};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +36,11 @@ use crate::config::Config;
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// Wait before trying to listen again when the address is taken.
 const REBIND_DELAY: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed on accept, so stuck clients cannot use up file descriptors.
+const MAX_CONNECTIONS: usize = 32;
+/// A connection on which nothing moves for this long is closed (hyper has no timer under `axum::serve`, so
+/// neither slow request headers nor idle keep-alive connections would ever time out otherwise).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Server {
     h: Handles,
@@ -69,8 +82,8 @@ async fn run(addr: SocketAddr, server: Arc<Server>, cancel: CancellationToken) {
     };
     let serve = async {
         let listener = loop {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => break l,
+            match TcpListener::bind(addr).await {
+                Ok(inner) => break Limited::new(inner, MAX_CONNECTIONS, IDLE_TIMEOUT),
                 Err(e) => {
                     tracing::error!(
                         "http: cannot listen on {addr}: {e} (is another process using the port? change [http] listen); retrying in {} s",
@@ -86,9 +99,8 @@ async fn run(addr: SocketAddr, server: Arc<Server>, cancel: CancellationToken) {
         tracing::info!(%addr, "http: serving /health, /ready, /status, /metrics and the status page");
         let app = router(server.clone());
         let shutdown = cancel.clone();
-        if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        if let Err(e) =
+            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
         {
             tracing::error!("http: server stopped: {e}");
         }
@@ -151,21 +163,21 @@ fn loopback(peer: &SocketAddr) -> Option<Response> {
     })
 }
 
-async fn page_html(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+async fn page_html(ConnectInfo(Peer(peer)): ConnectInfo<Peer>) -> Response {
     if let Some(r) = loopback(&peer) {
         return r;
     }
     Html(page::HTML).into_response()
 }
 
-async fn page_data(State(s): State<Arc<Server>>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+async fn page_data(State(s): State<Arc<Server>>, ConnectInfo(Peer(peer)): ConnectInfo<Peer>) -> Response {
     if let Some(r) = loopback(&peer) {
         return r;
     }
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(s.h.page_data())).into_response()
 }
 
-async fn frame(State(s): State<Arc<Server>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Path(camera): Path<String>) -> Response {
+async fn frame(State(s): State<Arc<Server>>, ConnectInfo(Peer(peer)): ConnectInfo<Peer>, Path(camera): Path<String>) -> Response {
     if let Some(r) = loopback(&peer) {
         return r;
     }
@@ -180,6 +192,96 @@ async fn frame(State(s): State<Arc<Server>>, ConnectInfo(peer): ConnectInfo<Sock
     }
 }
 
+/// The client's address, for the loopback-only routes.
+#[derive(Clone, Copy, Debug)]
+struct Peer(SocketAddr);
+
+impl Connected<IncomingStream<'_, Limited>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Limited>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// A TCP listener that serves at most [`MAX_CONNECTIONS`] at once and closes idle connections.
+struct Limited {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+    idle: Duration,
+}
+
+impl Limited {
+    fn new(inner: TcpListener, max: usize, idle: Duration) -> Self {
+        Self { inner, permits: Arc::new(Semaphore::new(max)), idle }
+    }
+}
+
+impl Listener for Limited {
+    type Io = Guarded;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Guarded, SocketAddr) {
+        loop {
+            let (stream, addr) = Listener::accept(&mut self.inner).await;
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => return (Guarded { stream, _permit: permit, timeout: self.idle, idle: Box::pin(tokio::time::sleep(self.idle)) }, addr),
+                Err(_) => tracing::debug!(%addr, "http: too many connections open; closing a new one"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection holding its slot until closed, failing with `TimedOut` once idle for [`IDLE_TIMEOUT`].
+struct Guarded {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    timeout: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Guarded {
+    /// Progress restarts the idle clock; waiting past it is an error, which makes hyper close the connection.
+    fn idle_check<T>(&mut self, cx: &mut Context<'_>, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        match r {
+            Poll::Ready(v) => {
+                self.idle.as_mut().reset(tokio::time::Instant::now() + self.timeout);
+                Poll::Ready(v)
+            }
+            Poll::Pending if self.idle.as_mut().poll(cx).is_ready() => Poll::Ready(Err(std::io::ErrorKind::TimedOut.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.idle_check(cx, r)
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.idle_check(cx, r)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_flush(cx);
+        this.idle_check(cx, r)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +293,31 @@ mod tests {
         assert!(!token_matches(&expected, b"correct-horse-batter"));
         assert!(!token_matches(&expected, b"correct-horse-battery!"));
         assert!(!token_matches(&expected, b""));
+    }
+
+    #[tokio::test]
+    async fn connections_are_capped_and_idle_ones_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let app = Router::new().route("/health", get(|| async { "ok\n" }));
+        tokio::spawn(async move { axum::serve(Limited::new(inner, 1, Duration::from_millis(300)), app).await });
+        let eof_within = |mut c: TcpStream, t: Duration| async move {
+            let mut buf = [0u8; 64];
+            matches!(tokio::time::timeout(t, c.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+        };
+        // The one slot: an idle connection holds it...
+        let first = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // ...so a second one is closed at once, while the first is still open.
+        let second = TcpStream::connect(addr).await.unwrap();
+        assert!(eof_within(second, Duration::from_millis(200)).await, "a connection over the cap was served");
+        // The idle one is closed after the idle timeout, and the slot serves again.
+        assert!(eof_within(first, Duration::from_secs(3)).await, "an idle connection was kept open");
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        third.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(3), third.read_to_string(&mut answer)).await.unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"), "{answer}");
     }
 }
