@@ -295,6 +295,16 @@ mod tests {
         assert!(!token_matches(&expected, b""));
     }
 
+    #[test]
+    fn the_page_is_for_loopback_clients_only() {
+        for ok in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            assert!(loopback(&ok.parse().unwrap()).is_none(), "{ok} refused");
+        }
+        for remote in ["10.1.2.3:5000", "192.168.0.9:80", "[2001:db8::1]:443"] {
+            assert_eq!(loopback(&remote.parse().unwrap()).map(|r| r.status()), Some(StatusCode::FORBIDDEN), "{remote} served");
+        }
+    }
+
     #[tokio::test]
     async fn connections_are_capped_and_idle_ones_closed() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
