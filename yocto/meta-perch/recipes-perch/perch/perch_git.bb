@@ -27,6 +27,8 @@ S = "${WORKDIR}/git"
 inherit cargo_bin pkgconfig systemd useradd features_check
 
 REQUIRED_DISTRO_FEATURES = "systemd"
+# Native builds have no systemd in their DISTRO_FEATURES; the host tool needs none.
+REQUIRED_DISTRO_FEATURES:class-native = ""
 
 CVE_PRODUCT = "perch"
 
