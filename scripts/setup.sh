@@ -33,6 +33,8 @@ APT_PACKAGES=(
   libubootenv-tool u-boot-tools grub-common
   # headless browser for the status page test (tests/http.rs)
   chromium
+  # Packaging checks (tests/packaging.rs): systemd-analyze and systemd-sysusers; a venv for oelint-adv
+  systemd python3-venv
 )
 if [ "${PERCH_SKIP_APT:-0}" != 1 ]; then
   missing=()
@@ -74,6 +76,19 @@ if [ ! -e "$ORT_DIR/libonnxruntime.so.$ORT_VERSION" ]; then
   say "ONNX Runtime $ORT_VERSION installed in $ORT_DIR"
 else
   say "ONNX Runtime $ORT_VERSION present"
+fi
+
+# --- oelint-adv (PyPI), for the Yocto layer check in tests/packaging.rs ----------------------------
+OELINT_VERSION=9.11.2
+OELINT=$LOCAL/oelint
+if [ "$("$OELINT/bin/oelint-adv" --version 2>/dev/null)" != "oelint-adv $OELINT_VERSION" ]; then
+  say "installing oelint-adv==$OELINT_VERSION into $OELINT"
+  rm -rf "$OELINT"
+  python3 -m venv "$OELINT" || die "python3 -m venv failed: install python3-venv"
+  "$OELINT/bin/pip" install -q --disable-pip-version-check "oelint-adv==$OELINT_VERSION" \
+    || die "could not install oelint-adv from PyPI"
+else
+  say "oelint-adv $OELINT_VERSION present"
 fi
 
 # --- model ------------------------------------------------------------------------------------
