@@ -201,7 +201,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config, print_detections } => {
             let config = Config::load(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            runtime.block_on(app::run::run(config, app::run::RunOptions { print_detections }))?;
+            let result = runtime.block_on(app::run::run(config, app::run::RunOptions { print_detections }));
+            // A capture thread stuck inside GStreamer (a hung driver or file system) must not hold the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Detect { model, config, fps, min_score, providers, files } => {

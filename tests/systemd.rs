@@ -1,9 +1,10 @@
 //! systemd integration against a real notification socket (the test binds it, as systemd would): READY=1
 //! once perch is up, WATCHDOG=1 only while its loops turn, STOPPING=1 on shutdown.
 //!
-//! The wedge is real: the camera is a FIFO fed by ffmpeg. When ffmpeg is stopped (SIGSTOP), GStreamer's
-//! reader blocks in read(2); perch sees the stall and tears the pipeline down, and the teardown blocks
-//! until the read returns — the capture thread is stuck inside GStreamer, as with a hung driver or NFS.
+//! The wedge is real: the camera is a FIFO fed with the test video. When the writer is stopped (SIGSTOP),
+//! GStreamer's reader blocks in read(2); perch sees the stall and tears the pipeline down, and the teardown
+//! blocks until the read returns — the capture thread is stuck inside GStreamer, as with a hung driver or
+//! NFS.
 
 mod common;
 
@@ -55,13 +56,23 @@ fn ready_after_readiness_and_no_watchdog_pings_while_wedged() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("cam.ts");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    // The camera: the test video as MPEG-TS at its own pace into the FIFO.
-    let mut writer = Command::new("ffmpeg");
-    writer
-        .args(["-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i"])
+    // The camera: the test video as MPEG-TS, written into the FIFO at about its bit rate, over and over, by
+    // a writer that opens the FIFO once (ffmpeg writing to it directly may open it more than once).
+    let ts = dir.path().join("cam-src.ts");
+    let made = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
         .arg(media("pedestrians-720p-gop1s.mp4"))
         .args(["-c", "copy", "-f", "mpegts", "-y"])
-        .arg(&fifo);
+        .arg(&ts)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut writer = Command::new("/usr/bin/python3");
+    writer.arg("-c").arg(
+        "import sys, time\ndata = open(sys.argv[1], 'rb').read()\nout = open(sys.argv[2], 'wb', buffering=0)\n\
+         while True:\n    for i in range(0, len(data), 32768):\n        out.write(data[i:i + 32768])\n        time.sleep(0.1)\n",
+    );
+    writer.arg(&ts).arg(&fifo);
     let writer = Proc::spawn(writer);
     let cam = format!(
         "id = \"gate\"\nsource = \"file://{}\"\ndetect_fps = 5\nloop_file = false\nstall_timeout_s = 2\n[camera.record]\nenabled = false",
@@ -97,7 +108,12 @@ fn ready_after_readiness_and_no_watchdog_pings_while_wedged() {
     let unstuck = Instant::now();
     assert!(wait_msg(&got, unstuck, Duration::from_secs(15), "WATCHDOG=1").is_some(), "pings resume: {}", p.stderr_text());
 
+    // The camera reopens the FIFO, which has no writer now: its thread blocks in open(2), stuck again, so the
+    // drain cannot finish. A second SIGTERM ends it at once, and the stuck thread does not hold the exit.
     p.signal("TERM");
-    assert!(p.wait_exit(Duration::from_secs(30)).success(), "{}", p.stderr_text());
-    assert!(wait_msg(&got, unstuck, Duration::from_secs(2), "STOPPING=1").is_some());
+    assert!(wait_msg(&got, unstuck, Duration::from_secs(10), "STOPPING=1").is_some(), "{}", p.stderr_text());
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(15)).success(), "{}", p.stderr_text());
+    let err = p.stderr_text();
+    assert!(err.contains("second stop signal") || err.contains("camera totals"), "{err}");
 }
