@@ -186,7 +186,13 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         };
         let commands: CommandFn = {
             let control = record_control.clone();
-            Arc::new(move |name, request| (name == "record").then(|| control.command(request)))
+            // `ota`: fleet updates through the same verified install as `perch ota install`.
+            let fleet = config.ota.as_ref().map(|c| crate::fleet::agent::Agent::new(Arc::new(crate::ota::Ota::open(c, &config.state_dir))));
+            Arc::new(move |name, request| match name {
+                "record" => Some(control.command(request)),
+                "ota" => fleet.as_ref().map(|a| a.command(request)),
+                _ => None,
+            })
         };
         let publisher = Publisher {
             cfg: mqtt.clone(),
