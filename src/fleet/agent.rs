@@ -195,7 +195,9 @@ impl Agent {
             OtaCommand::Rollback { reason, .. } => {
                 let reason = reason.clone().unwrap_or_else(|| "rolled back by a fleet command".into());
                 match self.ota.rollback(&reason) {
-                    Ok(s) => serde_json::json!({ "ok": true, "phase": s.phase.name(), "note": "the previous slot runs after the next reboot (app mode: restart)" }),
+                    Ok(s) => {
+                        serde_json::json!({ "ok": true, "phase": s.phase.name(), "note": "the previous slot runs after the next reboot (app mode: restart)" })
+                    }
                     Err(e) => fail(e.to_string()),
                 }
             }

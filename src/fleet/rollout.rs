@@ -178,7 +178,12 @@ pub fn fingerprint(url: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// Connects and collects the retained `…/+/<leaf>` messages until the broker goes quiet.
-async fn retained(client: &AsyncClient, eventloop: &mut rumqttc::EventLoop, prefix: &str, leaves: &[&str]) -> anyhow::Result<HashMap<(String, String), Vec<u8>>> {
+async fn retained(
+    client: &AsyncClient,
+    eventloop: &mut rumqttc::EventLoop,
+    prefix: &str,
+    leaves: &[&str],
+) -> anyhow::Result<HashMap<(String, String), Vec<u8>>> {
     let mut out = HashMap::new();
     for leaf in leaves {
         client.subscribe(format!("{prefix}/+/{leaf}"), QoS::AtLeastOnce).await?;

@@ -46,7 +46,8 @@ fn handle(stream: TcpStream, dir: &Path) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(stream);
     let mut parts = request.split_whitespace();
     let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-    let reply = |out: &mut dyn Write, status: &str, body: &str| write!(out, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let reply =
+        |out: &mut dyn Write, status: &str, body: &str| write!(out, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     if method != "GET" && method != "HEAD" {
         return reply(&mut out, "405 Method Not Allowed", "only GET and HEAD\n");
     }

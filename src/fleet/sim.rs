@@ -127,7 +127,8 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<()> {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         let _ = client.try_publish(format!("{prefix}/status"), QoS::AtLeastOnce, true, "online");
                         let _ = client.try_subscribe(format!("{prefix}/cmd/ota"), QoS::AtLeastOnce);
-                        let _ = client.try_publish(format!("{prefix}/ota/state"), QoS::AtLeastOnce, true, serde_json::to_vec(&agent.state()).unwrap_or_default());
+                        let _ =
+                            client.try_publish(format!("{prefix}/ota/state"), QoS::AtLeastOnce, true, serde_json::to_vec(&agent.state()).unwrap_or_default());
                         if !counted {
                             counted = true;
                             connected.fetch_add(1, Ordering::Relaxed);
