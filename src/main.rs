@@ -89,9 +89,50 @@ enum Command {
     /// Updates on this box: install into the inactive slot, status, boot, commit, rollback.
     #[command(subcommand)]
     Ota(OtaCommand),
+    /// Models: shadow validation of a candidate beside the current one.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Fleet updates over MQTT: status, staged rollouts, a bundle server, simulated devices.
     #[command(subcommand)]
     Fleet(FleetCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Run a candidate model beside the current one on the same frames; exit 0 if it may be promoted,
+    /// 3 if it is rejected. Prints the verdict with the measured figures (JSON).
+    Shadow {
+        /// The current model's manifest.
+        #[arg(long)]
+        current: PathBuf,
+        /// The candidate model's manifest.
+        #[arg(long)]
+        candidate: PathBuf,
+        /// Frames per second sampled from videos.
+        #[arg(long, default_value_t = 2.0)]
+        fps: f64,
+        #[arg(long, default_value_t = 0.3)]
+        min_score: f32,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Largest share of detections without a counterpart (0.2: 20 %).
+        #[arg(long, default_value_t = 0.2)]
+        max_disagreement: f64,
+        /// Largest p95 latency increase (0.1: +10 %).
+        #[arg(long, default_value_t = 0.1)]
+        max_latency_increase: f64,
+        /// The candidate's error rate must stay below this.
+        #[arg(long, default_value_t = 0.02)]
+        max_error_rate: f64,
+        /// Publish the verdict (retained) on this broker, e.g. mqtt://127.0.0.1:1883.
+        #[arg(long)]
+        mqtt: Option<String>,
+        #[arg(long, default_value = "perch/model/shadow")]
+        topic: String,
+        /// Images or videos to compare on.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -341,6 +382,39 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fleet(cmd) => fleet(cmd),
+        Command::Model(ModelCommand::Shadow {
+            current,
+            candidate,
+            fps,
+            min_score,
+            rounds,
+            max_disagreement,
+            max_latency_increase,
+            max_error_rate,
+            mqtt,
+            topic,
+            files,
+        }) => {
+            let opts = app::shadow::ShadowOptions {
+                current: detector_config(Some(&current), None),
+                candidate: detector_config(Some(&candidate), None),
+                engine_cache: std::env::temp_dir().join("perch-engine-cache"),
+                fps,
+                min_score,
+                rounds,
+                criteria: perch::detect::shadow::ShadowCriteria { max_disagreement, max_latency_increase, max_error_rate, ..Default::default() },
+            };
+            let (verdict, _) = app::shadow::run(&files, &opts)?;
+            println!("{}", serde_json::to_string_pretty(&verdict)?);
+            if let Some(broker) = mqtt {
+                let mut report = serde_json::to_value(&verdict)?;
+                report["current"] = current.display().to_string().into();
+                report["candidate"] = candidate.display().to_string().into();
+                report["ts"] = perch::events::schema::rfc3339(std::time::SystemTime::now()).into();
+                app::shadow::publish(&broker, &topic, &report)?;
+            }
+            Ok(if verdict.promote { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
     }
 }
 

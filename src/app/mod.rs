@@ -6,3 +6,4 @@ pub mod detect;
 pub mod model;
 pub mod ota;
 pub mod run;
+pub mod shadow;
