@@ -160,6 +160,13 @@ fn a_good_bundle_rolls_out_in_waves_and_a_bad_one_pauses_after_the_first_wave() 
     let (code, out) = lab.rollout(&["--bundle", &bad, "--devices", "sim-*", "--state", state.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("--resume or --abort"), "{out}");
+    // Resuming continues with the next wave (the operator's call), which fails too and pauses again.
+    let (code, out) = lab.rollout(&["--resume", "--state", state.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("wave 2/3 (50 %): 8 device(s): 0 committed, 8 failed"), "{out}");
+    assert!(!out.contains("wave 3/3"), "{out}");
+    assert_eq!(rollout_file(&state)["results"].as_object().unwrap().len(), 10);
+    assert_eq!(lab.status().values().filter(|s| s["ota"]["phase"] == "rolled_back").count(), 10);
     let (code, out) = lab.rollout(&["--abort", "--state", state.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(rollout_file(&state)["status"], "aborted");
