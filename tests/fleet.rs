@@ -245,3 +245,66 @@ fn forged_install_commands_install_nothing() {
     let r = command(&lab, "dev-0001", serde_json::json!({"op":"format_disk"}));
     assert_eq!(r["ok"], false, "{r}");
 }
+
+/// The service itself answers `cmd/ota` (through the publisher's command hook): a forged bundle installs
+/// nothing, a signed one is installed into the inactive slot and waits for the next boot.
+#[test]
+fn the_service_answers_ota_commands_through_the_verified_install() {
+    let _serial = common::serial();
+    let lab = Lab::new();
+    let d = lab.path("box");
+    std::fs::create_dir_all(&d).unwrap();
+    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
+    std::fs::write(&slot_a, data(64 << 10, 40)).unwrap();
+    let config = config(&d, &format!("backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n", slot_a.display(), slot_b.display()));
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[ota]",
+        &format!(
+            "[mqtt]\nurl = \"{}\"\nhealth_interval_s = 1\n[[camera]]\nid = \"yard\"\nsource = \"test://ball?width=320&height=240&fps=10\"\ndetect_fps = 2\n[ota]",
+            lab.broker
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let img = d.join("rootfs");
+    std::fs::write(&img, data(200_000, 7)).unwrap();
+    bundle(&lab.path("bundles/forged.bundle"), "perch-test", "5.0.0", &[("rootfs", &img)], None, CHUNK);
+    bundle(&lab.path("bundles/signed.bundle"), "perch-test", "5.0.0", &[("rootfs", &img)], Some(1), CHUNK);
+    let mut cmd = perch();
+    cmd.args(["run", "-c"]).arg(&config);
+    let service = Proc::spawn(cmd);
+    let online = common::subscriber(lab.port, "perch/ota-box/status", "svc-status");
+    assert!(online.wait_for(Duration::from_secs(30), |out, _| out.iter().any(|l| l.text.ends_with("online"))), "{}", service.stderr_text());
+
+    let url = format!("{}/forged.bundle", lab.http);
+    let sha = sha256(&lab.path("bundles/forged.bundle"));
+    let reply = command(&lab, "ota-box", serde_json::json!({"op":"install","id":"x1","url":url,"bundle_sha256":sha,"version":"5.0.0"}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["id"], "x1", "{reply}");
+    let fleet_file = d.join("state/ota/fleet.json");
+    for _ in 0..100 {
+        if std::fs::read_to_string(&fleet_file).is_ok_and(|t| t.contains("signature")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(std::fs::read_to_string(&fleet_file).unwrap().contains("signature"), "the refusal is recorded");
+    assert_eq!(phase(&config), "idle");
+    assert!(!slot_b.exists(), "a forged bundle wrote slot B");
+
+    let url = format!("{}/signed.bundle", lab.http);
+    let sha = sha256(&lab.path("bundles/signed.bundle"));
+    let reply = command(&lab, "ota-box", serde_json::json!({"op":"install","id":"x2","url":url,"bundle_sha256":sha,"version":"5.0.0"}));
+    assert_eq!(reply["started"], true, "{reply}");
+    for _ in 0..100 {
+        if phase(&config) == "installed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(phase(&config), "installed", "{}", service.stderr_text());
+    assert_eq!(sha256(&slot_b), sha256(&img));
+    // The retained state carries it too.
+    let s = wait_state(&lab, "ota-box", |s| s["phase"] == "installed");
+    assert_eq!(s["version"], "5.0.0", "{s}");
+}
