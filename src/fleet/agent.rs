@@ -25,6 +25,10 @@ pub enum OtaCommand {
         url: String,
         bundle_sha256: String,
         version: String,
+        /// Boot the new release once installed (default): the service restarts (app mode) or runs
+        /// `ota.reboot_command`. `false`: only stage it for the next boot.
+        #[serde(default = "yes")]
+        reboot: bool,
     },
     Cancel {
         #[serde(default)]
@@ -46,6 +50,10 @@ impl OtaCommand {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// What the agent remembers across restarts (`<ota dir>/fleet.json`).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Memory {
@@ -59,8 +67,9 @@ struct Memory {
 
 const SEEN: usize = 256;
 
-/// Runs after an install finished (ok or not): the simulator reboots and runs its health gate here.
-pub type AfterInstall = Arc<dyn Fn(&Agent, Result<(), &OtaError>) + Send + Sync>;
+/// Runs after an install finished (ok or not), with the command's `reboot`: the service restarts into the
+/// new release, the simulator reboots and runs its health gate.
+pub type AfterInstall = Arc<dyn Fn(&Agent, Result<(), &OtaError>, bool) + Send + Sync>;
 /// Called whenever the state may have changed, so it is published without waiting for the next tick.
 pub type OnChange = Arc<dyn Fn() + Send + Sync>;
 
@@ -145,7 +154,7 @@ impl Agent {
     fn execute(self: &Arc<Self>, cmd: &OtaCommand, m: &mut Memory) -> serde_json::Value {
         let fail = |e: String| serde_json::json!({ "ok": false, "error": e });
         match cmd {
-            OtaCommand::Install { url, bundle_sha256, version, .. } => {
+            OtaCommand::Install { url, bundle_sha256, version, reboot, .. } => {
                 let same = m.last_sha256.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(bundle_sha256));
                 let phase = match self.ota.load_state() {
                     Ok(s) => s.phase,
@@ -175,8 +184,8 @@ impl Agent {
                     cancel: Some(cancel),
                     ..Default::default()
                 };
-                let (me, url) = (self.clone(), url.clone());
-                let spawned = std::thread::Builder::new().name("ota-install".into()).spawn(move || me.run_install(&url, &opts));
+                let (me, url, reboot) = (self.clone(), url.clone(), *reboot);
+                let spawned = std::thread::Builder::new().name("ota-install".into()).spawn(move || me.run_install(&url, &opts, reboot));
                 match spawned {
                     Ok(_) => serde_json::json!({ "ok": true, "started": true, "version": version }),
                     Err(e) => {
@@ -204,7 +213,7 @@ impl Agent {
         }
     }
 
-    fn run_install(self: Arc<Self>, url: &str, opts: &InstallOptions) {
+    fn run_install(self: Arc<Self>, url: &str, opts: &InstallOptions, reboot: bool) {
         let on_change = self.on_change.clone();
         let mut last = 0u64;
         let mut progress = |written: u64, total: u64| {
@@ -229,11 +238,31 @@ impl Agent {
             f();
         }
         if let Some(after) = &self.after_install {
-            after(&self, result.as_ref().map(|_| ()));
+            after(&self, result.as_ref().map(|_| ()), reboot);
         }
         if let Some(f) = &self.on_change {
             f();
         }
+    }
+
+    /// The service's agent: after a successful install with `reboot`, the new release is booted the way the
+    /// health gate's rollback does it: `ota.reboot_command` on slot backends, then `restart` (the service
+    /// stops; systemd starts it again, and in app mode `perch ota boot` picks the new slot).
+    pub fn for_service(ota: Arc<Ota>, restart: Arc<dyn Fn() + Send + Sync>) -> Arc<Self> {
+        let after: AfterInstall = Arc::new(move |agent: &Agent, result, reboot| {
+            if result.is_err() || !reboot {
+                return;
+            }
+            tracing::warn!("ota: fleet install done; restarting into the new release");
+            if agent.ota.cfg.backend != crate::ota::BackendKind::App
+                && let Some((prog, args)) = agent.ota.cfg.reboot_command.split_first()
+                && let Err(e) = std::process::Command::new(prog).args(args).status()
+            {
+                agent.set_error(&format!("cannot run ota.reboot_command: {e}"));
+            }
+            restart();
+        });
+        Self::with_hooks(ota, Some(after), None)
     }
 
     /// Records an error for `…/ota/state` (the simulator's failed health gate).

@@ -93,8 +93,8 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<()> {
         let fail_all = opts.fail_health;
         let after: AfterInstall = {
             let on_change = on_change.clone();
-            Arc::new(move |agent: &Agent, result| {
-                if result.is_err() {
+            Arc::new(move |agent: &Agent, result, reboot| {
+                if result.is_err() || !reboot {
                     return;
                 }
                 // Reboot into the new slot, as the bootloader would.
