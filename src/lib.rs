@@ -9,6 +9,7 @@ pub mod capture;
 pub mod config;
 pub mod detect;
 pub mod events;
+pub mod fleet;
 pub mod health;
 pub mod logging;
 pub mod ota;

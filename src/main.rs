@@ -97,6 +97,122 @@ enum Command {
     /// Updates on this box: install into the inactive slot, status, boot, commit, rollback.
     #[command(subcommand)]
     Ota(OtaCommand),
+    /// Models: shadow validation of a candidate beside the current one.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Fleet updates over MQTT: status, staged rollouts, a bundle server, simulated devices.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Run a candidate model beside the current one on the same frames; exit 0 if it may be promoted,
+    /// 3 if it is rejected. Prints the verdict with the measured figures (JSON).
+    Shadow {
+        /// The current model's manifest.
+        #[arg(long)]
+        current: PathBuf,
+        /// The candidate model's manifest.
+        #[arg(long)]
+        candidate: PathBuf,
+        /// Frames per second sampled from videos.
+        #[arg(long, default_value_t = 2.0)]
+        fps: f64,
+        #[arg(long, default_value_t = 0.3)]
+        min_score: f32,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Largest share of detections without a counterpart (0.2: 20 %).
+        #[arg(long, default_value_t = 0.2)]
+        max_disagreement: f64,
+        /// Largest p95 latency increase (0.1: +10 %).
+        #[arg(long, default_value_t = 0.1)]
+        max_latency_increase: f64,
+        /// The candidate's error rate must stay below this.
+        #[arg(long, default_value_t = 0.02)]
+        max_error_rate: f64,
+        /// Publish the verdict (retained) on this broker, e.g. mqtt://127.0.0.1:1883.
+        #[arg(long)]
+        mqtt: Option<String>,
+        #[arg(long, default_value = "perch/model/shadow")]
+        topic: String,
+        /// Images or videos to compare on.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Devices with version, slot, phase, health and last seen, from their retained topics.
+    Status {
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        #[arg(long, default_value = "perch")]
+        prefix: String,
+        /// One JSON line per device.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a bundle on devices wave by wave; pauses when a wave's failures exceed --max-failures.
+    Rollout {
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// Where the rollout is saved (resume and abort read it).
+        #[arg(long, default_value = "rollout.json")]
+        state: PathBuf,
+        /// The bundle's http(s):// URL, as devices will fetch it.
+        #[arg(long, required_unless_present_any = ["resume", "abort"])]
+        bundle: Option<String>,
+        /// A file of device ids (one per line) or a glob over known devices, e.g. 'cam-*'.
+        #[arg(long, required_unless_present_any = ["resume", "abort"])]
+        devices: Option<String>,
+        /// Cumulative percentages of the devices per wave.
+        #[arg(long, default_value = "1,10,50,100")]
+        waves: String,
+        /// Pause when more than this share of a wave fails.
+        #[arg(long, default_value = "2%")]
+        max_failures: String,
+        /// A device without an outcome this long after its wave started counts as failed.
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        wave_timeout: std::time::Duration,
+        #[arg(long, default_value = "perch")]
+        prefix: String,
+        /// Continue the saved rollout (after a pause: with the next wave).
+        #[arg(long, conflicts_with = "abort")]
+        resume: bool,
+        /// Abort the saved rollout; devices still installing are sent cancel.
+        #[arg(long)]
+        abort: bool,
+    },
+    /// Serve a directory of bundles over HTTP (labs, tests).
+    Serve {
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Run N simulated devices (real OTA agents on file slots) against a broker.
+    Simulate {
+        #[arg(long, default_value_t = 10)]
+        devices: usize,
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// Trusted keys of the simulated devices.
+        #[arg(long)]
+        keyring: PathBuf,
+        #[arg(long, default_value = "perch-sim")]
+        compatible: String,
+        #[arg(long, default_value = "sim-")]
+        id_prefix: String,
+        #[arg(long, default_value = "perch")]
+        prefix: String,
+        /// Every install fails the simulated health gate.
+        #[arg(long)]
+        fail_health: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -185,7 +301,7 @@ enum OtaCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `perch ota` logs its state transitions with their reasons (the journal keeps them under systemd).
-    let quiet = !matches!(cli.command, Command::Run { .. } | Command::Ota(_));
+    let quiet = !matches!(cli.command, Command::Run { .. } | Command::Ota(_) | Command::Fleet(FleetCommand::Serve { .. }));
     perch::logging::init(if quiet { "warn" } else { "info" });
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -285,7 +401,76 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Fleet(cmd) => fleet(cmd),
+        Command::Model(ModelCommand::Shadow {
+            current,
+            candidate,
+            fps,
+            min_score,
+            rounds,
+            max_disagreement,
+            max_latency_increase,
+            max_error_rate,
+            mqtt,
+            topic,
+            files,
+        }) => {
+            let opts = app::shadow::ShadowOptions {
+                current: detector_config(Some(&current), None),
+                candidate: detector_config(Some(&candidate), None),
+                engine_cache: std::env::temp_dir().join("perch-engine-cache"),
+                fps,
+                min_score,
+                rounds,
+                criteria: perch::detect::shadow::ShadowCriteria { max_disagreement, max_latency_increase, max_error_rate, ..Default::default() },
+            };
+            let (verdict, _) = app::shadow::run(&files, &opts)?;
+            println!("{}", serde_json::to_string_pretty(&verdict)?);
+            if let Some(broker) = mqtt {
+                let mut report = serde_json::to_value(&verdict)?;
+                report["current"] = current.display().to_string().into();
+                report["candidate"] = candidate.display().to_string().into();
+                report["ts"] = perch::events::schema::rfc3339(std::time::SystemTime::now()).into();
+                app::shadow::publish(&broker, &topic, &report)?;
+            }
+            Ok(if verdict.promote { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
     }
+}
+
+fn fleet(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
+    use perch::fleet::{rollout, serve, sim};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    match cmd {
+        FleetCommand::Status { broker, prefix, json } => runtime.block_on(rollout::status(&broker, &prefix, json))?,
+        FleetCommand::Rollout { broker, state, bundle, devices, waves, max_failures, wave_timeout, prefix, resume, abort } => {
+            let status = runtime.block_on(async {
+                if abort {
+                    rollout::abort(&broker, &state).await
+                } else if resume {
+                    rollout::resume(&broker, &state).await
+                } else {
+                    let o = rollout::StartOptions {
+                        bundle_url: bundle.unwrap_or_default(),
+                        devices: devices.unwrap_or_default(),
+                        waves: rollout::parse_waves(&waves)?,
+                        max_failures_pct: rollout::parse_pct(&max_failures)?,
+                        wave_timeout,
+                        prefix,
+                    };
+                    rollout::start(&broker, &state, o).await
+                }
+            })?;
+            // A paused rollout needs a decision: exit 2 so scripts notice.
+            return Ok(if status == rollout::RolloutStatus::Paused { ExitCode::from(2) } else { ExitCode::SUCCESS });
+        }
+        FleetCommand::Serve { dir, listen } => serve::run(&dir, &listen)?,
+        FleetCommand::Simulate { devices, state_dir, broker, keyring, compatible, id_prefix, prefix, fail_health } => {
+            let opts = sim::SimOptions { devices, state_dir, broker, keyring, compatible, id_prefix, topic_prefix: prefix, fail_health };
+            runtime.block_on(sim::run(opts))?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The config given with `--config`, or the default one when it exists.

@@ -6,4 +6,5 @@ pub mod detect;
 pub mod model;
 pub mod ota;
 pub mod run;
+pub mod shadow;
 pub mod status;

@@ -94,7 +94,7 @@ pub fn install(config: &Path, source: &str, allow_downgrade: bool, slot: Option<
             b.set_position(written);
         }
     };
-    let result = ota.install(source, &InstallOptions { allow_downgrade, slot }, &mut on_progress);
+    let result = ota.install(source, &InstallOptions { allow_downgrade, slot, ..Default::default() }, &mut on_progress);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }

@@ -189,7 +189,17 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         };
         let commands: CommandFn = {
             let control = record_control.clone();
-            Arc::new(move |name, request| (name == "record").then(|| control.command(request)))
+            // `ota`: fleet updates through the same verified install as `perch ota install`.
+            let restart: Arc<dyn Fn() + Send + Sync> = Arc::new({
+                let cancel = cancel.clone();
+                move || cancel.cancel()
+            });
+            let fleet = config.ota.as_ref().map(|c| crate::fleet::agent::Agent::for_service(Arc::new(crate::ota::Ota::open(c, &config.state_dir)), restart));
+            Arc::new(move |name, request| match name {
+                "record" => Some(control.command(request)),
+                "ota" => fleet.as_ref().map(|a| a.command(request)),
+                _ => None,
+            })
         };
         let publisher = Publisher {
             cfg: mqtt.clone(),

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod engine;
 pub mod manifest;
 pub mod preprocess;
+pub mod shadow;
 pub mod worker;
 
 use std::path::Path;

@@ -266,7 +266,9 @@ impl Publisher {
             "health" => serde_json::json!({ "ok": true, "health": (self.health)() }),
             other => match self.commands.as_ref().and_then(|f| f(other, &request)) {
                 Some(reply) => reply,
-                None => serde_json::json!({ "ok": false, "error": format!("unknown command {other:?}: known commands are ping, health, record") }),
+                None => {
+                    serde_json::json!({ "ok": false, "error": format!("unknown command {other:?}: known commands are ping, health, record, and ota where [ota] is configured") })
+                }
             },
         };
         if let (Some(id), Some(obj)) = (id, reply.as_object_mut()) {

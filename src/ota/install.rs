@@ -10,6 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 
 use sha2::{Digest, Sha256};
@@ -24,6 +25,31 @@ pub struct InstallOptions {
     pub allow_downgrade: bool,
     /// Write this slot instead of the inactive one (refused if it is the booted slot).
     pub slot: Option<Slot>,
+    /// The SHA-256 (hex) the whole bundle file must have, as a fleet command names it: checked over the
+    /// stream before the slot is made bootable. It identifies the bundle; the signature still decides trust.
+    pub expect_sha256: Option<String>,
+    /// The release the bundle must carry (a fleet command's `version`).
+    pub expect_version: Option<String>,
+    /// Set by a `cancel` command: the next read fails, the install is recorded as failed, nothing boots.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// Hashes what the install reads and fails the read once the install is cancelled.
+struct Tap<'a> {
+    inner: &'a mut dyn Read,
+    hasher: Sha256,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Read for Tap<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(std::io::Error::other("the install was cancelled"));
+        }
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Buffers in flight between the reader and the writer.
@@ -90,18 +116,29 @@ enum Op {
 impl Ota {
     /// Installs the bundle at `source` into the inactive slot. `progress(written, total)` is called per chunk.
     pub fn install(&self, source: &str, opts: &InstallOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<Manifest, OtaError> {
+        let mut r = open_source(source, self.cfg.ca_file.as_deref())?;
+        self.install_from(&mut *r, opts, progress)
+    }
+
+    /// Installs the bundle read from `source` (see [`Ota::install`]).
+    pub fn install_from(&self, source: &mut dyn Read, opts: &InstallOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<Manifest, OtaError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| OtaError::Io(format!("cannot create {}: {e}", self.dir.display())))?;
         let lock_path = self.lock_path();
         let lock = File::create(&lock_path).map_err(|e| OtaError::Io(format!("cannot create {}: {e}", lock_path.display())))?;
         if lock.try_lock().is_err() {
             return Err(OtaError::Refused("another install is running: wait for it to finish".into()));
         }
-        let mut r = open_source(source, self.cfg.ca_file.as_deref())?;
+        let mut r = Tap { inner: source, hasher: Sha256::new(), cancel: opts.cancel.clone() };
         let header = Header::read(&mut r)?;
         let keyring = Keyring::load(&self.cfg.keyring)?;
         let key = header.verify(&keyring)?;
         let m = &header.manifest;
         m.check()?;
+        if let Some(v) = &opts.expect_version
+            && *v != m.version
+        {
+            return Err(OtaError::Refused(format!("the command names release {v} but the bundle holds {}: check the rollout's bundle URL", m.version)));
+        }
         if m.compatible != self.cfg.compatible {
             return Err(OtaError::Refused(format!(
                 "the bundle is for {:?} but this device is {:?} (ota.compatible): install the bundle built for this device",
@@ -137,7 +174,15 @@ impl Ota {
         self.backend.write(&flags.begin_install(target))?;
         self.transition(start, &format!("installing {} into slot {target}", m.version))?;
 
-        let result = self.write_payload(&mut r, m, target, progress);
+        let mut result = self.write_payload(&mut r, m, target, progress);
+        if result.is_ok()
+            && let Some(want) = &opts.expect_sha256
+        {
+            let got = super::bundle::hex(&std::mem::take(&mut r.hasher).finalize());
+            if !got.eq_ignore_ascii_case(want.trim()) {
+                result = Err(OtaError::Bundle(format!("the bundle's SHA-256 is {got}, not the {want} the command names: the server holds another file")));
+            }
+        }
         if let Err(e) = result {
             self.transition(Event::InstallFailed { reason: e.to_string() }, &format!("install failed: {e}"))?;
             return Err(e);
@@ -225,7 +270,8 @@ impl Ota {
                 }
             }
             let mut extra = [0u8; 1];
-            if read_full(r, &mut extra).unwrap_or(0) != 0 {
+            // A read error here (a cancel, a dropped connection) fails the install like any other.
+            if read_full(r, &mut extra).map_err(|e| OtaError::Io(format!("cannot read the bundle: {e}")))? != 0 {
                 return Err(OtaError::Bundle("the bundle has data after its last image: it is corrupt; download it again".into()));
             }
             Ok(())

@@ -1,0 +1,312 @@
+//! Fleet updates end to end on a real mosquitto: simulated devices (real OTA agents on file slots), the
+//! bundle server, staged rollouts with pause, resume and status, and forged install commands.
+
+mod common;
+mod ota_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Proc, free_port, mosquitto, perch, wait_port};
+use ota_common::*;
+
+const CHUNK: u32 = 16 << 10;
+
+struct Lab {
+    dir: tempfile::TempDir,
+    broker: String,
+    port: u16,
+    _mosquitto: Proc,
+    _server: Proc,
+    http: String,
+}
+
+impl Lab {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let m = mosquitto(dir.path(), port);
+        let bundles = dir.path().join("bundles");
+        std::fs::create_dir_all(&bundles).unwrap();
+        let http_port = free_port();
+        let mut c = perch();
+        c.args(["fleet", "serve", bundles.to_str().unwrap(), "--listen", &format!("127.0.0.1:{http_port}")]);
+        let server = Proc::spawn(c);
+        wait_port(http_port, &server);
+        Lab { broker: format!("mqtt://127.0.0.1:{port}"), port, _mosquitto: m, _server: server, http: format!("http://127.0.0.1:{http_port}"), dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// A bundle in the served folder: its image holds `content`; signed by dev key `key` if given.
+    fn bundle(&self, name: &str, version: &str, content: &[u8], key: Option<u32>) -> String {
+        let img = self.path(&format!("{name}.img"));
+        let mut bytes = data(40_000, version.len() as u64 + name.len() as u64);
+        bytes.extend_from_slice(content);
+        std::fs::write(&img, bytes).unwrap();
+        bundle(&self.path(&format!("bundles/{name}.bundle")), "perch-sim", version, &[("rootfs", &img)], key, CHUNK);
+        format!("{}/{name}.bundle", self.http)
+    }
+
+    fn simulate(&self, n: usize, state: &str, id_prefix: &str) -> Proc {
+        let mut c = perch();
+        c.args(["fleet", "simulate", "--devices", &n.to_string(), "--broker", &self.broker, "--id-prefix", id_prefix]);
+        c.arg("--state-dir").arg(self.path(state)).arg("--keyring").arg(dev_pub(1));
+        let p = Proc::spawn(c);
+        assert!(
+            p.wait_for(Duration::from_secs(30), |out, _| out.iter().any(|l| l.text.starts_with("READY"))),
+            "simulator did not connect: {}",
+            p.stderr_text()
+        );
+        p
+    }
+
+    fn rollout(&self, args: &[&str]) -> (Option<i32>, String) {
+        let mut c = perch();
+        c.args(["fleet", "rollout", "--broker", &self.broker]).args(args);
+        let out = c.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    }
+
+    /// `perch fleet status --json`, by device.
+    fn status(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let out = perch().args(["fleet", "status", "--json", "--broker", &self.broker]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| (v["device"].as_str().unwrap().to_string(), v))
+            .collect()
+    }
+}
+
+fn rollout_file(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+#[test]
+fn a_good_bundle_rolls_out_in_waves_and_a_bad_one_pauses_after_the_first_wave() {
+    let lab = Lab::new();
+    let _sim = lab.simulate(20, "devices", "sim-");
+    let good = lab.bundle("good", "2.0.0", b"all fine", Some(1));
+    let state = lab.path("good-rollout.json");
+    let (code, out) = lab.rollout(&[
+        "--bundle",
+        &good,
+        "--devices",
+        "sim-*",
+        "--waves",
+        "10,50,100",
+        "--max-failures",
+        "2%",
+        "--wave-timeout",
+        "60s",
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    for w in ["wave 1/3 (10 %): 2 device(s): 2 committed", "wave 2/3 (50 %): 8 device(s): 8 committed", "wave 3/3 (100 %): 10 device(s): 10 committed"] {
+        assert!(out.contains(w), "missing {w:?} in:\n{out}");
+    }
+    let r = rollout_file(&state);
+    assert_eq!(r["status"], "done");
+    assert_eq!(r["results"].as_object().unwrap().values().filter(|d| d["outcome"] == "committed").count(), 20);
+    let fleet = lab.status();
+    assert_eq!(fleet.len(), 20);
+    for (d, s) in &fleet {
+        assert_eq!(s["ota"]["phase"], "committed", "{d}: {s}");
+        assert_eq!(s["ota"]["running_version"], "2.0.0", "{d}: {s}");
+        assert_eq!(s["ota"]["booted"], "b", "{d}: {s}");
+        assert_eq!(s["online"], "online", "{d}: {s}");
+    }
+    // The same rollout again (a replay of every command): nothing is installed twice.
+    let (code, out) = lab.rollout(&["--bundle", &good, "--devices", "sim-*", "--waves", "100", "--state", lab.path("again.json").to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("20 committed, 0 failed of 20"), "{out}");
+    for s in lab.status().values() {
+        assert_eq!(s["ota"]["booted"], "b", "replayed install changed slots: {s}");
+    }
+
+    // A release that fails its health gate: the first wave rolls back and the rollout pauses there.
+    let bad = lab.bundle("bad", "3.0.0", b"perch-sim: fail health", Some(1));
+    let state = lab.path("bad-rollout.json");
+    let (code, out) =
+        lab.rollout(&["--bundle", &bad, "--devices", "sim-*", "--waves", "10,50,100", "--wave-timeout", "60s", "--state", state.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "a paused rollout exits 2:\n{out}");
+    assert!(out.contains("wave 1/3 (10 %): 2 device(s): 0 committed, 2 failed"), "{out}");
+    assert!(out.contains("PAUSED"), "{out}");
+    assert!(!out.contains("wave 2/3"), "{out}");
+    let r = rollout_file(&state);
+    assert_eq!(r["status"], "paused");
+    assert_eq!(r["results"].as_object().unwrap().len(), 2, "only the first wave was sent: {r}");
+    let fleet = lab.status();
+    let rolled: Vec<_> = fleet.iter().filter(|(_, s)| s["ota"]["phase"] == "rolled_back").map(|(d, _)| d.clone()).collect();
+    assert_eq!(rolled, ["sim-0001", "sim-0002"]);
+    for d in ["sim-0001", "sim-0002"] {
+        let s = &fleet[d]["ota"];
+        assert_eq!(s["running_version"], "2.0.0", "{d} runs the previous release again: {s}");
+        assert_eq!(s["booted"], "b", "back on the slot of 2.0.0: {s}");
+        assert!(s["last_error"].as_str().unwrap().contains("health gate failed"), "{s}");
+    }
+    for (d, s) in fleet.iter().filter(|(d, _)| !rolled.contains(d)) {
+        assert_eq!(s["ota"]["running_version"], "2.0.0", "{d} was not in the first wave: {s}");
+        assert_eq!(s["ota"]["phase"], "committed", "{d}: {s}");
+    }
+    // A second start on a paused rollout is refused; abort ends it.
+    let (code, out) = lab.rollout(&["--bundle", &bad, "--devices", "sim-*", "--state", state.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("--resume or --abort"), "{out}");
+    // Resuming continues with the next wave (the operator's call), which fails too and pauses again.
+    let (code, out) = lab.rollout(&["--resume", "--state", state.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("wave 2/3 (50 %): 8 device(s): 0 committed, 8 failed"), "{out}");
+    assert!(!out.contains("wave 3/3"), "{out}");
+    assert_eq!(rollout_file(&state)["results"].as_object().unwrap().len(), 10);
+    assert_eq!(lab.status().values().filter(|s| s["ota"]["phase"] == "rolled_back").count(), 10);
+    let (code, out) = lab.rollout(&["--abort", "--state", state.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(rollout_file(&state)["status"], "aborted");
+}
+
+/// Publishes one `cmd/ota` command and returns its result.
+fn command(lab: &Lab, device: &str, cmd: serde_json::Value) -> serde_json::Value {
+    let sub = common::subscriber(lab.port, &format!("perch/{device}/cmd/ota/result"), &format!("res-{}", fastrand_id()));
+    std::thread::sleep(Duration::from_millis(300));
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &lab.port.to_string(), "-q", "1", "-t", &format!("perch/{device}/cmd/ota"), "-m", &cmd.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(sub.wait_for(Duration::from_secs(20), |out, _| !out.is_empty()), "no result for {cmd}");
+    let line = sub.stdout()[0].text.clone();
+    serde_json::from_str(line.split_once(' ').unwrap().1).unwrap()
+}
+
+fn fastrand_id() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// Waits until the device's retained state satisfies `cond`.
+fn wait_state(lab: &Lab, device: &str, mut cond: impl FnMut(&serde_json::Value) -> bool) -> serde_json::Value {
+    for _ in 0..60 {
+        if let Some(s) = lab.status().get(device)
+            && cond(&s["ota"])
+        {
+            return s["ota"].clone();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{device} never reached the expected state: {:?}", lab.status().get(device));
+}
+
+#[test]
+fn forged_install_commands_install_nothing() {
+    let lab = Lab::new();
+    let _sim = lab.simulate(1, "devices", "dev-");
+    let slots = lab.path("devices/dev-0001");
+    let slot_b = slots.join("slot-b.img");
+    let unsigned = lab.bundle("unsigned", "9.0.0", b"evil", None);
+    let wrong_key = lab.bundle("wrongkey", "9.0.1", b"evil", Some(2));
+    for (url, bundle, id) in [(&unsigned, "unsigned", "f1"), (&wrong_key, "wrongkey", "f2")] {
+        let sha = sha256(&lab.path(&format!("bundles/{bundle}.bundle")));
+        let version = if bundle == "unsigned" { "9.0.0" } else { "9.0.1" };
+        let reply = command(&lab, "dev-0001", serde_json::json!({"op":"install","id":id,"url":url,"bundle_sha256":sha,"version":version}));
+        assert_eq!(reply["ok"], true, "the command is accepted, the bundle is then checked: {reply}");
+        let s = wait_state(&lab, "dev-0001", |s| s["bundle_sha256"] == sha.as_str() && !s["last_error"].is_null());
+        assert!(s["last_error"].as_str().unwrap().contains("signature"), "{s}");
+        assert_eq!(s["phase"], "idle", "{s}");
+        assert_eq!(s["booted"], "a", "{s}");
+        assert!(!slot_b.exists() || std::fs::read(&slot_b).unwrap().windows(4).all(|w| w != b"evil"), "slot B was written by a forged bundle");
+    }
+    // A signed bundle whose SHA-256 is not the one the command names is not made bootable.
+    let good = lab.bundle("good", "2.0.0", b"fine", Some(1));
+    let reply = command(&lab, "dev-0001", serde_json::json!({"op":"install","id":"g0","url":good,"bundle_sha256":"00".repeat(32),"version":"2.0.0"}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    let s = wait_state(&lab, "dev-0001", |s| s["phase"] == "failed");
+    assert!(s["reason"].as_str().unwrap().contains("SHA-256"), "{s}");
+    assert_eq!(s["booted"], "a", "{s}");
+    // The right one installs; its replay (same id) and a duplicate (new id, same bundle) change nothing.
+    let sha = sha256(&lab.path("bundles/good.bundle"));
+    let cmd = serde_json::json!({"op":"install","id":"g1","url":good,"bundle_sha256":sha,"version":"2.0.0"});
+    assert_eq!(command(&lab, "dev-0001", cmd.clone())["started"], true);
+    let s = wait_state(&lab, "dev-0001", |s| s["phase"] == "committed");
+    assert_eq!(s["running_version"], "2.0.0", "{s}");
+    let replay = command(&lab, "dev-0001", cmd);
+    assert_eq!(replay["duplicate"], true, "{replay}");
+    let dup = command(&lab, "dev-0001", serde_json::json!({"op":"install","id":"g2","url":good,"bundle_sha256":sha,"version":"2.0.0"}));
+    assert_eq!(dup["started"], false, "{dup}");
+    let s = wait_state(&lab, "dev-0001", |s| s["phase"] == "committed");
+    assert_eq!(s["booted"], "b", "{s}");
+    // Nonsense is answered, not obeyed.
+    let r = command(&lab, "dev-0001", serde_json::json!({"op":"format_disk"}));
+    assert_eq!(r["ok"], false, "{r}");
+}
+
+/// The service itself answers `cmd/ota` (through the publisher's command hook): a forged bundle installs
+/// nothing, a signed one is installed into the inactive slot and waits for the next boot.
+#[test]
+fn the_service_answers_ota_commands_through_the_verified_install() {
+    let _serial = common::serial();
+    let lab = Lab::new();
+    let d = lab.path("box");
+    std::fs::create_dir_all(&d).unwrap();
+    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
+    std::fs::write(&slot_a, data(64 << 10, 40)).unwrap();
+    let config = config(&d, &format!("backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n", slot_a.display(), slot_b.display()));
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[ota]",
+        &format!(
+            "[mqtt]\nurl = \"{}\"\nhealth_interval_s = 1\n[[camera]]\nid = \"yard\"\nsource = \"test://ball?width=320&height=240&fps=10\"\ndetect_fps = 2\n[ota]",
+            lab.broker
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let img = d.join("rootfs");
+    std::fs::write(&img, data(200_000, 7)).unwrap();
+    bundle(&lab.path("bundles/forged.bundle"), "perch-test", "5.0.0", &[("rootfs", &img)], None, CHUNK);
+    bundle(&lab.path("bundles/signed.bundle"), "perch-test", "5.0.0", &[("rootfs", &img)], Some(1), CHUNK);
+    let mut cmd = perch();
+    cmd.args(["run", "-c"]).arg(&config);
+    let service = Proc::spawn(cmd);
+    let online = common::subscriber(lab.port, "perch/ota-box/status", "svc-status");
+    assert!(online.wait_for(Duration::from_secs(30), |out, _| out.iter().any(|l| l.text.ends_with("online"))), "{}", service.stderr_text());
+
+    let url = format!("{}/forged.bundle", lab.http);
+    let sha = sha256(&lab.path("bundles/forged.bundle"));
+    let reply = command(&lab, "ota-box", serde_json::json!({"op":"install","id":"x1","url":url,"bundle_sha256":sha,"version":"5.0.0"}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["id"], "x1", "{reply}");
+    let fleet_file = d.join("state/ota/fleet.json");
+    for _ in 0..100 {
+        if std::fs::read_to_string(&fleet_file).is_ok_and(|t| t.contains("signature")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(std::fs::read_to_string(&fleet_file).unwrap().contains("signature"), "the refusal is recorded");
+    assert_eq!(phase(&config), "idle");
+    assert!(!slot_b.exists(), "a forged bundle wrote slot B");
+
+    let url = format!("{}/signed.bundle", lab.http);
+    let sha = sha256(&lab.path("bundles/signed.bundle"));
+    let reply = command(&lab, "ota-box", serde_json::json!({"op":"install","id":"x2","url":url,"bundle_sha256":sha,"version":"5.0.0"}));
+    assert_eq!(reply["started"], true, "{reply}");
+    for _ in 0..100 {
+        if phase(&config) == "installed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(phase(&config), "installed", "{}", service.stderr_text());
+    assert_eq!(sha256(&slot_b), sha256(&img));
+    // Then the service stops by itself to be restarted into the new release (systemd's Restart=always);
+    // the next boot puts 5.0.0 on trial.
+    let mut service = service;
+    assert!(service.wait_exit(Duration::from_secs(30)).success(), "{}", service.stderr_text());
+    assert!(ok(&["ota", "boot", "-c", config.to_str().unwrap()]).contains("booted slot B; update trial"));
+}
