@@ -69,11 +69,14 @@ fn ready_after_readiness_and_no_watchdog_pings_while_wedged() {
     assert!(made.success());
     let mut writer = Command::new("/usr/bin/python3");
     writer.arg("-c").arg(
-        "import sys, time\ndata = open(sys.argv[1], 'rb').read()\nout = open(sys.argv[2], 'wb', buffering=0)\n\
+        "import sys, time\ndata = open(sys.argv[1], 'rb').read()\nout = open(sys.argv[2], 'r+b', buffering=0)\n\
+         out.write(data[:32768])\nprint('STARTED', flush=True)\n\
          while True:\n    for i in range(0, len(data), 32768):\n        out.write(data[i:i + 32768])\n        time.sleep(0.1)\n",
     );
     writer.arg(&ts).arg(&fifo);
     let writer = Proc::spawn(writer);
+    // Opened read-write, the FIFO takes the first data before perch opens it: the camera works at once.
+    assert!(writer.wait_for(Duration::from_secs(10), |out, _| out.iter().any(|l| l.text == "STARTED")), "{}", writer.stderr_text());
     let cam = format!(
         "id = \"gate\"\nsource = \"file://{}\"\ndetect_fps = 5\nloop_file = false\nstall_timeout_s = 2\n[camera.record]\nenabled = false",
         fifo.display()
@@ -88,8 +91,11 @@ fn ready_after_readiness_and_no_watchdog_pings_while_wedged() {
     let mut p = Proc::spawn(cmd);
 
     let ready = wait_msg(&got, start, Duration::from_secs(60), "READY=1").unwrap_or_else(|| panic!("no READY=1: {}", p.stderr_text()));
-    let online = p.stderr.lock().unwrap().iter().find(|l| l.text.contains("camera online")).map(|l| l.at);
-    assert!(online.is_some_and(|t| t <= ready), "READY=1 only once the camera delivers and the detector is ready");
+    // perch logs `ready:` as it sends READY=1: in its own log (one ordered stream), the camera is online first.
+    assert!(p.wait_for(Duration::from_secs(5), |_, err| err.iter().any(|l| l.text.contains(" ready: "))), "{}", p.stderr_text());
+    let err = p.stderr_text();
+    let (online, said_ready) = (err.find("camera online"), err.find(" ready: "));
+    assert!(online.is_some() && online < said_ready, "READY=1 only once the camera delivers and the detector is ready: {err}");
     assert!(wait_msg(&got, ready + Duration::from_secs(3), Duration::from_secs(10), "WATCHDOG=1").is_some(), "pings while healthy");
     let healthy_until = Instant::now();
     assert!(count(&got, ready, healthy_until, "WATCHDOG=1") >= 3);
