@@ -83,12 +83,8 @@ fn perch_side(input: &Path, streams: usize, segment: Duration, out: &Path) -> an
             let video = pad.current_caps().is_some_and(|c| c.structure(0).is_some_and(|s| s.name().starts_with("video/")));
             if video && !tap_pad.is_linked() {
                 let _ = pad.link(&tap_pad);
-            } else if let Some(p) = weak.upgrade()
-                && let Ok(fake) = gst::ElementFactory::make("fakesink").property("sync", false).build()
-                && p.add(&fake).is_ok()
-            {
-                let _ = fake.sync_state_with_parent();
-                let _ = pad.link(&fake.static_pad("sink").expect("fakesink pad"));
+            } else {
+                crate::capture::pipeline::discard(&weak, pad);
             }
         });
         pipeline.set_state(gst::State::Playing)?;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -487,7 +487,7 @@ async fn output(mut rx: mpsc::Receiver<FrameDetections>, mut events: EventStage,
             camera,
             seq: info.seq,
             pts_ms: info.pts.map(|p| p.as_secs_f64() * 1e3),
-            ts_ms: info.wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            ts_ms: crate::util::unix_ms(info.wall),
             ts: rfc3339(info.wall),
             width: info.source_width,
             height: info.source_height,

@@ -396,7 +396,7 @@ fn configure_rtsp(bin: &gst::Element, spec: &PipelineSpec) {
 
 /// Consumes and discards a stream perch does not use (audio, subtitles, a second video), so the demuxer
 /// never sees not-linked.
-fn discard(pipeline: &gst::glib::WeakRef<gst::Pipeline>, pad: &gst::Pad) {
+pub(crate) fn discard(pipeline: &gst::glib::WeakRef<gst::Pipeline>, pad: &gst::Pad) {
     if let Some(pipeline) = pipeline.upgrade()
         && let Ok(sink) = gst::ElementFactory::make("fakesink").property("sync", false).property("async", false).build()
         && pipeline.add(&sink).is_ok()

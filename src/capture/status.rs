@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -111,8 +111,7 @@ impl CameraStatus {
 
     pub fn record_frame(&self, wall: SystemTime) {
         self.frames.fetch_add(1, Ordering::Relaxed);
-        let ms = wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        self.last_frame_ms.store(ms, Ordering::Relaxed);
+        self.last_frame_ms.store(crate::util::unix_ms(wall), Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> CameraSnapshot {

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -141,7 +141,7 @@ impl Live {
             let _ = p.detections.push(d);
         }
         (p.width, p.height, p.seq) = (w, h, f.frame.seq);
-        p.wall_ms = f.frame.wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        p.wall_ms = crate::util::unix_ms(f.frame.wall);
         p.at = Some(Instant::now());
     }
 
@@ -241,7 +241,7 @@ impl Handles {
     /// Why the service is not ready, one line per reason naming the camera or the detector; empty: ready.
     pub fn not_ready(&self) -> Vec<String> {
         let mut f = Vec::new();
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now_ms = crate::util::unix_ms(SystemTime::now());
         for cam in &self.cameras {
             let state = cam.state();
             if state == CameraState::Disabled {

@@ -69,9 +69,7 @@ pub struct Store {
     clips: BTreeMap<String, ClipEntry>,
 }
 
-pub fn ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use crate::util::unix_ms as ms;
 
 impl Store {
     /// Opens (creating) the store for `cameras`, cleaning up after an unclean stop. Returns the pending clip

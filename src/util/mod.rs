@@ -7,3 +7,9 @@ pub mod secret;
 pub use backoff::Backoff;
 pub use heartbeat::Heartbeat;
 pub use secret::mask_uri;
+
+/// Milliseconds since the Unix epoch (0 for a time before it): how perch stamps wall-clock times in
+/// messages, file names and counters.
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
