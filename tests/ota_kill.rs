@@ -35,14 +35,7 @@ fn sigkill_at_any_point_of_an_install_never_breaks_the_booted_slot() {
     kills.extend([0, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000, 8000, 12_000, 20_000, 40_000, 80_000].into_iter().map(|us| (len, us)));
     let mut seen_bootable = 0;
     for (i, (offset, delay_us)) in kills.iter().enumerate() {
-        let mut child = common::perch()
-            .args(["ota", "install", "--quiet", "-c", c, "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
+        let (mut child, mut stdin) = install_from_stdin(c);
         let _ = stdin.write_all(&bundle[..*offset]);
         if *offset == len {
             drop(stdin); // end of the bundle: perch goes on to sync, flags and state
@@ -78,6 +71,14 @@ fn sigkill_at_any_point_of_an_install_never_breaks_the_booted_slot() {
     assert_eq!(sha256(&slot_a), factory);
 }
 
+/// `perch ota install` reading the bundle from stdin, with config `c`.
+fn install_from_stdin(c: &str) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child =
+        common::perch().args(["ota", "install", "--quiet", "-c", c, "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
 /// `perch ota install` from stdin into file slots, fed half of the bundle and seen to be installing.
 struct HalfInstall {
     config: std::path::PathBuf,
@@ -94,14 +95,7 @@ impl HalfInstall {
         let img = d.join("rootfs");
         std::fs::write(&img, data(image_bytes, seed + 1)).unwrap();
         let bundle = std::fs::read(bundle(&d.join("v2.bundle"), "perch-test", "2.0.0", &[("rootfs", &img)], Some(1), 64 << 10)).unwrap();
-        let mut child = common::perch()
-            .args(["ota", "install", "--quiet", "-c", config.to_str().unwrap(), "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
+        let (child, mut stdin) = install_from_stdin(config.to_str().unwrap());
         stdin.write_all(&bundle[..bundle.len() / 2]).unwrap();
         // Wait (bounded) until perch has recorded that it is installing.
         let installing = (0..200).any(|_| {
