@@ -329,7 +329,20 @@ fn sigterm_mid_event_finishes_the_clip_and_delivers_the_outbox() {
         let clip = msgs.iter().find(|m| m["type"] == "clip" && &m["event_id"] == id).unwrap_or_else(|| panic!("no clip for {id}"));
         // Stopped before the post-roll: partial or complete, but made and playable.
         assert!(clip["status"] == "complete" || clip["status"] == "partial", "{clip}");
-        assert_eq!(probe(&state.join("recordings").join(clip["clip"].as_str().unwrap())).0, "h264");
+        let (codec, duration, _) = probe(&state.join("recordings").join(clip["clip"].as_str().unwrap()));
+        assert_eq!(codec, "h264");
+        // It plays for the span it claims. The file's first frames decode before they show (B-frames), which
+        // once gave the first segment a broken timeline and a clip of "20 days".
+        let span = (ms(&clip["end"]) - ms(&clip["start"])) as f64 / 1000.0;
+        assert!((duration - span).abs() < 0.3, "clip {clip} plays {duration} s");
+        assert!((duration - clip["duration_s"].as_f64().unwrap()).abs() < 0.2, "clip {clip} plays {duration} s");
+    }
+    // Among them one that starts with the file, and every segment plays for its span, the first one too.
+    let segs = segments(&state);
+    assert!(msgs.iter().any(|m| m["type"] == "clip" && ms(&m["start"]) == segs[0].0), "no clip from the first segment");
+    for (a, b, path) in &segs {
+        let (_, duration, _) = probe(path);
+        assert!((duration * 1000.0 - (*b - *a) as f64).abs() < 300.0, "{} plays {duration} s", path.display());
     }
     assert!(parts(&state).is_empty(), "the segment being written was finished");
     let pending = std::fs::read_dir(state.join("recordings/clips/pending")).unwrap().count();

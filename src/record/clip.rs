@@ -84,6 +84,9 @@ fn same_stream(a: &gst::CapsRef, b: &gst::CapsRef) -> bool {
     key(a).is_some() && key(a) == key(b)
 }
 
+/// Assumed length of a frame whose duration is not known (25 fps).
+const DEFAULT_FRAME: gst::ClockTime = gst::ClockTime::from_mseconds(40);
+
 /// Concatenates `segments` (oldest first) into the MP4 at `out`, written to `out.part` and renamed when
 /// complete, so a crash never leaves a half clip under the final name.
 pub fn assemble(segments: &[PathBuf], out: &Path) -> Result<Assembled, RecordError> {
@@ -114,6 +117,7 @@ pub fn assemble(segments: &[PathBuf], out: &Path) -> Result<Assembled, RecordErr
     for path in segments {
         let mut first_dts: Option<gst::ClockTime> = None;
         let mut end = offset;
+        let mut last_dts: Option<gst::ClockTime> = None;
         let mut stop = false;
         read_segment(path, |sample| {
             let Some(sc) = sample.caps() else { return true };
@@ -141,7 +145,12 @@ pub fn assemble(segments: &[PathBuf], out: &Path) -> Result<Assembled, RecordErr
                     // B-frames: the presentation time runs ahead of decode time by the reorder delay.
                     b.set_pts(new_dts + pts.saturating_sub(dts));
                 }
-                end = end.max(new_dts + b.duration().unwrap_or(gst::ClockTime::from_mseconds(40)));
+                // A frame lasts its stated duration; one the demuxer could not tell (or got wrong: more
+                // than a second) lasts as long as the step from the frame before.
+                let step = last_dts.map(|l| new_dts.saturating_sub(l)).filter(|s| !s.is_zero()).unwrap_or(DEFAULT_FRAME);
+                let duration = b.duration().filter(|d| *d <= gst::ClockTime::SECOND).unwrap_or(step);
+                end = end.max(new_dts + duration);
+                last_dts = Some(new_dts);
             }
             if let Err(e) = src.push_buffer(buf) {
                 push_error = Some(e);

@@ -23,6 +23,10 @@ use gstreamer_app as gst_app;
 
 use super::SegmentSink;
 
+/// Added to every timestamp handed to the writer, and taken off the segment times it reports. A file's
+/// first frames decode before they are shown (B-frames), so their decode times fall before the start of the
+/// capture pipeline's timeline; MP4 needs them kept, in order, rather than dropped or clamped to zero.
+const LEAD: gst::ClockTime = gst::ClockTime::from_seconds(10);
 /// Wait before a failed writer is started again.
 pub const RETRY: Duration = Duration::from_secs(10);
 /// Encoded bytes the writer may queue when the disk is slow; beyond, frames are dropped (counted).
@@ -190,11 +194,23 @@ impl SegmentWriter {
         }
         // Restamp with the capture pipeline's running time: one timeline for segments and frames.
         let segment = sample.segment().and_then(|s| s.downcast_ref::<gst::format::Time>().cloned());
-        let running = |t: Option<gst::ClockTime>| t.and_then(|t| segment.as_ref().map_or(Some(t), |s| s.to_running_time(t)));
+        let running = |t: Option<gst::ClockTime>| -> Result<Option<gst::ClockTime>, ()> {
+            let Some(t) = t else { return Ok(None) };
+            let Some(segment) = segment.as_ref() else { return Ok(Some(t + LEAD)) };
+            match segment.to_running_time_full(t) {
+                Some(gst::Signed::Positive(r)) => Ok(Some(r + LEAD)),
+                Some(gst::Signed::Negative(r)) => LEAD.checked_sub(r).map(Some).ok_or(()),
+                None => Ok(None),
+            }
+        };
+        let (Ok(pts), Ok(dts)) = (running(buffer.pts()), running(buffer.dts())) else {
+            // Further back than LEAD before the timeline's start: nothing a real stream does.
+            self.need_keyframe = true;
+            return self.dropped();
+        };
         let mut buf = buffer.copy();
         {
             let b = buf.make_mut();
-            let (pts, dts) = (running(buffer.pts()), running(buffer.dts()));
             b.set_pts(pts);
             b.set_dts(dts);
         }
@@ -266,6 +282,7 @@ impl SegmentWriter {
 /// Follows `splitmuxsink`'s files: a finished one goes to the recorder with its wall-clock span.
 fn segment_message(r: &mut Running, sink: &SegmentSink, s: &gst::StructureRef, base_ns: u64) {
     let (Ok(location), Ok(running)) = (s.get::<String>("location"), s.get::<u64>("running-time")) else { return };
+    let running = running.saturating_sub(LEAD.nseconds());
     match s.name().as_str() {
         "splitmuxsink-fragment-opened" => {
             r.opened.insert(location, running);
