@@ -18,8 +18,9 @@ use super::RecordError;
 /// What went into a clip.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assembled {
-    /// Segments used, from the start.
-    pub segments: usize,
+    /// Indexes into the given segments of those in the clip, in order: a segment without frames is
+    /// skipped, and a change of stream setup ends the clip there (`truncated`).
+    pub used: Vec<usize>,
     /// Media time in the clip.
     pub duration: Duration,
     /// The clip stopped early at a segment with a different stream format.
@@ -109,17 +110,17 @@ pub fn assemble(segments: &[PathBuf], out: &Path) -> Result<Assembled, RecordErr
     pipeline.set_state(gst::State::Playing).map_err(|_| RecordError::Gst("cannot start the clip muxer".into()))?;
 
     let mut caps: Option<gst::Caps> = None;
-    let mut used = 0;
+    let mut used = Vec::new();
     let mut truncated = false;
     // Where the next segment starts in the clip's timeline.
     let mut offset = gst::ClockTime::ZERO;
     let mut push_error = None;
-    for path in segments {
+    for (index, path) in segments.iter().enumerate() {
         let mut first_dts: Option<gst::ClockTime> = None;
         let mut end = offset;
         let mut last_dts: Option<gst::ClockTime> = None;
         let mut stop = false;
-        read_segment(path, |sample| {
+        let read = read_segment(path, |sample| {
             let Some(sc) = sample.caps() else { return true };
             match &caps {
                 None => {
@@ -157,7 +158,11 @@ pub fn assemble(segments: &[PathBuf], out: &Path) -> Result<Assembled, RecordErr
                 return false;
             }
             true
-        })?;
+        });
+        if let Err(e) = read {
+            // One bad segment costs its own seconds (reported as a gap), not the whole clip.
+            tracing::warn!("clip {} leaves out a segment: {e}", out.display());
+        }
         if let Some(e) = push_error {
             let _ = pipeline.set_state(gst::State::Null);
             let _ = std::fs::remove_file(&part);
@@ -168,7 +173,7 @@ pub fn assemble(segments: &[PathBuf], out: &Path) -> Result<Assembled, RecordErr
             break;
         }
         if first_dts.is_some() {
-            used += 1;
+            used.push(index);
             offset = end;
         }
     }
@@ -187,13 +192,13 @@ pub fn assemble(segments: &[PathBuf], out: &Path) -> Result<Assembled, RecordErr
             return Err(RecordError::Gst("the clip muxer did not finish within 30 s".into()));
         }
     }
-    if used == 0 {
+    if used.is_empty() {
         let _ = std::fs::remove_file(&part);
         return Err(RecordError::NoSegments);
     }
     let bytes = std::fs::File::open(&part).and_then(|f| f.sync_all().and_then(|_| f.metadata())).map(|m| m.len()).unwrap_or(0);
     std::fs::rename(&part, out).map_err(|e| RecordError::Io { what: format!("cannot rename {}", part.display()), source: e })?;
-    Ok(Assembled { segments: used, duration: Duration::from_nanos(offset.nseconds()), truncated, bytes })
+    Ok(Assembled { used, duration: Duration::from_nanos(offset.nseconds()), truncated, bytes })
 }
 
 /// The best frame of an event: packed BGR at detection resolution, with the object's box in its pixels.
@@ -299,11 +304,24 @@ mod gst_tests {
         assert!(segs.len() >= 6, "{segs:?}");
         let out = dir.path().join("clip.mp4");
         let a = assemble(&segs[1..4], &out).unwrap();
-        assert_eq!(a.segments, 3);
+        assert_eq!(a.used, [0, 1, 2]);
         assert!(!a.truncated);
         assert!((a.duration.as_secs_f64() - 6.0).abs() < 0.2, "{a:?}");
         assert!(crate::record::store::mp4_complete(&out));
         assert!(!out.with_extension("mp4.part").exists());
         assert!(matches!(assemble(&[], &out), Err(RecordError::NoSegments)));
+    }
+
+    #[test]
+    fn an_unreadable_segment_is_left_out_and_the_rest_is_kept() {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let segs = segments(dir.path());
+        std::fs::write(&segs[2], b"not an mp4 at all").unwrap();
+        let out = dir.path().join("clip.mp4");
+        let a = assemble(&segs[1..4], &out).unwrap();
+        assert_eq!(a.used, [0, 2]);
+        assert!((a.duration.as_secs_f64() - 4.0).abs() < 0.2, "{a:?}");
+        assert!(crate::record::store::mp4_complete(&out));
     }
 }

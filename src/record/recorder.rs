@@ -263,7 +263,7 @@ impl Recorder {
         let snapshot = snapshot_path.exists().then(|| format!("clips/{}.jpg", job.id));
         let (status, error, duration, used, clip_bytes) = match &result {
             Ok(a) => {
-                let used = &segs[..a.segments];
+                let used: Vec<_> = a.used.iter().map(|&i| segs[i].clone()).collect();
                 let seg_ms = (self.config.segment_s * 1000.0) as u64;
                 let covered_start = used.first().map(|s| s.start_ms).unwrap_or(0);
                 let covered_end = used.last().map(|s| s.end_ms).unwrap_or(0);
@@ -271,7 +271,7 @@ impl Recorder {
                     && covered_start <= job.from_ms + seg_ms
                     && covered_end + seg_ms >= job.to_ms
                     && used.windows(2).all(|w| w[1].start_ms.saturating_sub(w[0].end_ms) < 500);
-                (if complete { "complete" } else { "partial" }, None, a.duration, used.to_vec(), a.bytes)
+                (if complete { "complete" } else { "partial" }, None, a.duration, used, a.bytes)
             }
             Err(e) => ("failed", Some(e.to_string()), Duration::ZERO, Vec::new(), 0),
         };
