@@ -90,6 +90,7 @@ async fn drain(dir: &Path, port: u16, n: u64) -> (f64, f64) {
         stats: stats.clone(),
         inputs_done: CancellationToken::new(),
         drain_timeout: Duration::from_secs(1),
+        republish: Arc::new(tokio::sync::Notify::new()),
     };
     let t = Instant::now();
     let task = tokio::spawn(publisher.run(cancel.clone()));

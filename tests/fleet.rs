@@ -174,10 +174,15 @@ fn a_good_bundle_rolls_out_in_waves_and_a_bad_one_pauses_after_the_first_wave() 
 
 /// Publishes one `cmd/ota` command and returns its result.
 fn command(lab: &Lab, device: &str, cmd: serde_json::Value) -> serde_json::Value {
-    let sub = common::subscriber(lab.port, &format!("perch/{device}/cmd/ota/result"), &format!("res-{}", fastrand_id()));
+    command_to(lab, device, "ota", cmd)
+}
+
+/// Sends `…/cmd/<name>` and returns the reply.
+fn command_to(lab: &Lab, device: &str, name: &str, cmd: serde_json::Value) -> serde_json::Value {
+    let sub = common::subscriber(lab.port, &format!("perch/{device}/cmd/{name}/result"), &format!("res-{}", fastrand_id()));
     std::thread::sleep(Duration::from_millis(300));
     let st = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &lab.port.to_string(), "-q", "1", "-t", &format!("perch/{device}/cmd/ota"), "-m", &cmd.to_string()])
+        .args(["-h", "127.0.0.1", "-p", &lab.port.to_string(), "-q", "1", "-t", &format!("perch/{device}/cmd/{name}"), "-m", &cmd.to_string()])
         .status()
         .unwrap();
     assert!(st.success());
@@ -289,6 +294,9 @@ fn the_service_answers_ota_commands_through_the_verified_install() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(std::fs::read_to_string(&fleet_file).unwrap().contains("signature"), "the refusal is recorded");
+    // …and published: a refused install is told apart from one that never answers.
+    let s = wait_state(&lab, "ota-box", |s| s["last_error"].as_str().is_some_and(|e| e.contains("signature")));
+    assert_eq!(s["bundle_sha256"], sha.as_str(), "{s}");
     assert_eq!(phase(&config), "idle");
     assert!(!slot_b.exists(), "a forged bundle wrote slot B");
 
@@ -308,5 +316,109 @@ fn the_service_answers_ota_commands_through_the_verified_install() {
     // the next boot puts 5.0.0 on trial.
     let mut service = service;
     assert!(service.wait_exit(Duration::from_secs(30)).success(), "{}", service.stderr_text());
+    // Its last word before the restart is the installed release.
+    let s = wait_state(&lab, "ota-box", |s| s["phase"] == "installed");
+    assert_eq!((s["bundle_sha256"].as_str(), s["last_error"].as_str()), (Some(sha.as_str()), None), "{s}");
     assert!(ok(&["ota", "boot", "-c", config.to_str().unwrap()]).contains("booted slot B; update trial"));
+}
+
+/// Model blue/green on the device: a model bundle is checked like any update, then the candidate runs in
+/// shadow beside the current model on the camera's frames. A copy is promoted and still serves after a
+/// restart; a model with perturbed weights is rejected with its figures and deleted; a forged bundle is
+/// refused before anything is unpacked; a replayed command changes nothing.
+#[test]
+fn the_service_tries_model_releases_in_shadow_and_promotes_only_a_good_one() {
+    let _serial = common::serial();
+    let lab = Lab::new();
+    let d = lab.path("box");
+    std::fs::create_dir_all(&d).unwrap();
+    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
+    std::fs::write(&slot_a, data(64 << 10, 40)).unwrap();
+    let config = config(&d, &format!("backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n", slot_a.display(), slot_b.display()));
+    // The test box's two cores are shared: latency noise there exceeds 10 %, so that limit is loosened
+    // here (the unit tests of detect::shadow check it exactly); agreement and errors are as in production.
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[ota]",
+        &format!(
+            "[mqtt]\nurl = \"{}\"\nhealth_interval_s = 1\n[[camera]]\nid = \"street\"\nsource = \"file://{}\"\nloop_file = true\ndetect_fps = 5\nlabels = [\"person\"]\n\
+             [detector.trial]\nsample_every = 1\nframes = 10\nmin_frames = 5\ntimeout_s = 60\nmax_latency_increase = 2.0\n[ota]",
+            lab.broker,
+            common::media("pedestrians-720p-gop1s.mp4").display()
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let models = lab.path("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let model_bundle = |name: &str, version: &str, flip: Option<(usize, usize)>, key: Option<u32>| -> (String, String) {
+        let toml = common::candidate_model(&models, name, flip);
+        let onnx = toml.with_extension("onnx");
+        let path = lab.path(&format!("bundles/{name}.bundle"));
+        bundle(&path, "perch-test", version, &[(&format!("{name}.toml"), &toml), (&format!("{name}.onnx"), &onnx)], key, 1 << 20);
+        (format!("{}/{name}.bundle", lab.http), sha256(&path))
+    };
+    let state_sub = common::subscriber(lab.port, "perch/ota-box/model/state", "model-state");
+    let last_state = |out: &[common::Line]| out.last().and_then(|l| serde_json::from_str::<serde_json::Value>(l.text.split_once(' ')?.1).ok());
+    let wait_phase = |phase: &str, version: &str, what: &str, service: &Proc| -> serde_json::Value {
+        let done = |out: &[common::Line]| last_state(out).is_some_and(|s| s["phase"] == phase && s["version"] == version);
+        assert!(state_sub.wait_for(Duration::from_secs(120), |out, _| done(out)), "{what}: {:?}\n{}", last_state(&state_sub.stdout()), service.stderr_text());
+        last_state(&state_sub.stdout()).unwrap()
+    };
+    let start = || {
+        let mut cmd = perch();
+        cmd.args(["run", "-c"]).arg(&config);
+        Proc::spawn(cmd)
+    };
+    let mut service = start();
+
+    // Forged: unsigned. Refused by the keyring; nothing unpacked, the configured model serves on.
+    let (url, sha) = model_bundle("forged", "9", None, None);
+    let reply = command_to(&lab, "ota-box", "model", serde_json::json!({"op":"install","id":"m1","url":url,"bundle_sha256":sha,"version":"9"}));
+    assert_eq!(reply["started"], true, "{reply}");
+    let s = wait_phase("failed", "9", "a forged bundle is refused", &service);
+    assert!(s["error"].as_str().unwrap().contains("signature"), "{s}");
+    assert_eq!(s["current"]["version"], "configured", "{s}");
+    let leftovers = |v: &str| d.join("state/models").join(v).exists() || d.join(format!("state/models/{v}.part")).exists();
+    assert!(!leftovers("9"), "nothing of a forged bundle stays");
+
+    // A copy of the current model: it agrees on every frame, and is promoted.
+    let (url, sha) = model_bundle("copy", "2", None, Some(1));
+    let reply = command_to(&lab, "ota-box", "model", serde_json::json!({"op":"install","id":"m2","url":url,"bundle_sha256":sha,"version":"2"}));
+    assert_eq!(reply["started"], true, "{reply}");
+    let s = wait_phase("promoted", "2", "a copy is promoted", &service);
+    let v = &s["verdict"];
+    assert_eq!((v["promote"].as_bool(), v["disagreement"].as_f64(), v["error_rate"].as_f64()), (Some(true), Some(0.0), Some(0.0)), "{s}");
+    assert!(v["frames"].as_u64().unwrap() >= 10 && v["current_detections"].as_u64().unwrap() > 0, "{s}");
+    assert!(v["current_p95_ms"].as_f64().unwrap() > 0.0 && v["candidate_p95_ms"].as_f64().unwrap() > 0.0, "{s}");
+    assert_eq!((s["current"]["version"].as_str(), s["current"]["model"].as_str()), (Some("2"), Some("copy")), "{s}");
+    assert!(d.join("state/models/2/copy.onnx").exists() && d.join("state/models/active.json").exists());
+
+    // Perturbed weights: it runs, but finds other things. Rejected with the figures; the copy serves on.
+    let (url, sha) = model_bundle("perturbed", "3", Some((841_821, 32_768)), Some(1));
+    let install = serde_json::json!({"op":"install","id":"m3","url":url,"bundle_sha256":sha,"version":"3"});
+    assert_eq!(command_to(&lab, "ota-box", "model", install.clone())["started"], true);
+    let s = wait_phase("rejected", "3", "a different model is rejected", &service);
+    let v = &s["verdict"];
+    assert_eq!(v["promote"], false, "{s}");
+    assert!(v["disagreement"].as_f64().unwrap() >= 0.2, "{s}");
+    assert!(v["reasons"][0].as_str().unwrap().contains("disagreement"), "{s}");
+    assert_eq!(s["current"]["version"], "2", "{s}");
+    assert!(!leftovers("3"), "a rejected candidate is deleted");
+    // The same command again (MQTT redelivery), and the same bundle under a new id: nothing happens.
+    assert_eq!(command_to(&lab, "ota-box", "model", install)["duplicate"], true);
+    let again = serde_json::json!({"op":"install","id":"m4","url":url,"bundle_sha256":sha,"version":"3"});
+    let reply = command_to(&lab, "ota-box", "model", again);
+    assert_eq!((reply["ok"].as_bool(), reply["started"].as_bool()), (Some(true), Some(false)), "{reply}");
+
+    // After a restart the promoted model still serves.
+    let restart_ts = last_state(&state_sub.stdout()).unwrap()["ts"].clone();
+    service.signal("TERM");
+    assert!(service.wait_exit(Duration::from_secs(30)).success(), "{}", service.stderr_text());
+    let service = start();
+    assert!(service.wait_for(Duration::from_secs(30), |_, err| err.iter().any(|l| l.text.contains("serving the promoted model"))), "{}", service.stderr_text());
+    assert!(
+        state_sub.wait_for(Duration::from_secs(30), |out, _| last_state(out).is_some_and(|s| s["current"]["version"] == "2" && s["ts"] != restart_ts)),
+        "{:?}",
+        last_state(&state_sub.stdout())
+    );
 }

@@ -3,39 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{free_port, media, model, mosquitto, perch, subscriber};
-use sha2::Digest;
-
-/// A candidate model beside the real one: its ONNX is the real one with `flip` (offset, length) ranges of
-/// bytes XORed with 0x80, and its manifest the real one pointing at it with its checksum.
-fn candidate(dir: &Path, name: &str, flip: Option<(usize, usize)>) -> PathBuf {
-    let manifest = std::fs::read_to_string(model()).unwrap();
-    let mut onnx = std::fs::read(model().with_file_name("yolox_nano.onnx")).unwrap();
-    if let Some((at, len)) = flip {
-        // Inside the weights, XOR 0x80 flips signs and halves or doubles values: the same graph computing
-        // something else. At the front it hits the protobuf framing: a file that does not load.
-        for b in &mut onnx[at..at + len] {
-            *b ^= 0x80;
-        }
-    }
-    let sha = sha2::Sha256::digest(&onnx).iter().map(|b| format!("{b:02x}")).collect::<String>();
-    std::fs::write(dir.join(format!("{name}.onnx")), &onnx).unwrap();
-    let text: String = manifest
-        .lines()
-        .map(|l| match l {
-            l if l.starts_with("sha256 = ") => format!("sha256 = \"{sha}\""),
-            l if l.starts_with("file = ") => format!("file = \"{name}.onnx\""),
-            l => l.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use common::{candidate_model as candidate, free_port, media, model, mosquitto, perch, subscriber};
 
 fn shadow(candidate: &Path, mqtt: &str) -> (Option<i32>, serde_json::Value) {
     let out = perch()

@@ -22,6 +22,8 @@ use crate::detect::{Detection, DetectorState, ModelManifest};
 use crate::events::publisher::{CommandFn, HealthFn, Publisher, PublisherStats};
 use crate::events::schema::{EventMessage, event_id, rfc3339};
 use crate::events::{Outbox, OutboxStats};
+use crate::fleet::agent::Agent;
+use crate::fleet::model::ModelUpdater;
 use crate::record::clip::Snapshot;
 use crate::record::store::ClipJob;
 use crate::record::{CameraRecordConfig, RecordControl, RecordStats, Recorder, RecorderMsg, SegmentSink};
@@ -47,8 +49,12 @@ const PUBLISH_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const STATUS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Runs the service until SIGTERM/SIGINT, or until every camera is a finished non-looping file.
-pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
     capture::pipeline::init()?;
+    // Model releases: a promoted model (an earlier `…/cmd/model` install) serves instead of the configured one.
+    let labels = config.cameras.iter().map(|c| (c.id.clone(), c.labels.clone())).collect();
+    let (models, serving) = ModelUpdater::open(&config.state_dir, config.ota.clone(), config.detector.clone(), config.engine_cache_dir(), labels);
+    config.detector.model = serving;
     // Frames are scaled in the pipeline to fit the model input, so letterboxing is a plain copy.
     let model_input = match ModelManifest::load(&config.detector.model) {
         Ok(manifest) => {
@@ -139,6 +145,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         keep_images: recording.iter().map(Option::is_some).collect(),
         preview_every: config.http.enabled.then_some(crate::health::PREVIEW_EVERY),
         cadence: config.cameras.iter().zip(&statuses).map(|(c, s)| (crate::detect::cadence::Cadence::new(c.cadence.clone()), s.clone())).collect(),
+        trial: Some(models.slot()),
     };
     {
         let cancel = cancel.clone();
@@ -175,29 +182,37 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     let publisher_stats = Arc::new(PublisherStats::default());
     if let Some(mqtt) = &config.mqtt {
+        // State changes of an update or a model trial are published at once.
+        let republish = Arc::new(tokio::sync::Notify::new());
+        let on_change: Arc<dyn Fn() + Send + Sync> = {
+            let r = republish.clone();
+            Arc::new(move || r.notify_one())
+        };
+        *models.on_change.lock().unwrap_or_else(|e| e.into_inner()) = Some(on_change.clone());
+        // `ota`: fleet updates through the same verified install as `perch ota install`.
+        let restart: Arc<dyn Fn() + Send + Sync> = Arc::new({
+            let cancel = cancel.clone();
+            move || cancel.cancel()
+        });
+        let fleet = config.ota.as_ref().map(|c| Agent::for_service(Arc::new(crate::ota::Ota::open(c, &config.state_dir)), restart, Some(on_change)));
         let health: HealthFn = {
             let (statuses, state_rx, outbox, stats, pstats) = (statuses.clone(), state_rx.clone(), outbox.clone(), stats.clone(), publisher_stats.clone());
-            let (device_id, record_stats) = (config.device_id.clone(), record_stats.clone());
-            let ota = crate::ota::health::status_fn(&config);
+            let (device_id, record_stats, fleet, models) = (config.device_id.clone(), record_stats.clone(), fleet.clone(), models.clone());
             Arc::new(move || {
                 let mut h = health_snapshot(&device_id, &statuses, &state_rx.borrow(), &stats, outbox.stats(), &pstats, &record_stats);
-                if let Some(ota) = &ota {
-                    h["ota"] = ota();
+                if let Some(agent) = &fleet {
+                    h["ota"] = agent.state();
                 }
+                h["model"] = models.state();
                 h
             })
         };
         let commands: CommandFn = {
-            let control = record_control.clone();
-            // `ota`: fleet updates through the same verified install as `perch ota install`.
-            let restart: Arc<dyn Fn() + Send + Sync> = Arc::new({
-                let cancel = cancel.clone();
-                move || cancel.cancel()
-            });
-            let fleet = config.ota.as_ref().map(|c| crate::fleet::agent::Agent::for_service(Arc::new(crate::ota::Ota::open(c, &config.state_dir)), restart));
+            let (control, models) = (record_control.clone(), models.clone());
             Arc::new(move |name, request| match name {
                 "record" => Some(control.command(request)),
                 "ota" => fleet.as_ref().map(|a| a.command(request)),
+                "model" => Some(models.command(request)),
                 _ => None,
             })
         };
@@ -211,6 +226,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             stats: publisher_stats.clone(),
             inputs_done,
             drain_timeout: PUBLISH_DRAIN_TIMEOUT,
+            republish,
         };
         tasks.spawn(publisher.run(cancel.clone()));
     } else {

@@ -53,6 +53,84 @@ pub struct DetectorConfig {
     pub nms_iou: f32,
     /// At most this many detections per frame (highest scores kept).
     pub max_detections: usize,
+    /// Model blue/green: how a candidate model is tried in shadow before it may serve.
+    pub trial: TrialConfig,
+}
+
+/// `[detector.trial]`: a candidate model (a `…/cmd/model` install) runs beside the current one on a sample
+/// of the frames, and replaces it only if it agrees, is about as fast, and does not fail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrialConfig {
+    /// Compare on every n-th detected frame (the candidate's inference is the trial's cost).
+    pub sample_every: u32,
+    /// Frames to compare before deciding.
+    pub frames: usize,
+    /// When `timeout_s` passes first, decide on the frames compared if at least this many; else reject.
+    pub min_frames: usize,
+    pub timeout_s: u64,
+    /// Largest share of detections without a counterpart in the other model.
+    pub max_disagreement: f64,
+    /// Largest p95 latency increase of the candidate (0.1: +10 %).
+    pub max_latency_increase: f64,
+    /// The candidate's error rate must stay below this.
+    pub max_error_rate: f64,
+    /// Two detections match when their labels are equal and their boxes overlap at least this much.
+    pub match_iou: f32,
+}
+
+impl Default for TrialConfig {
+    fn default() -> Self {
+        let c = crate::detect::shadow::ShadowCriteria::default();
+        Self {
+            sample_every: 5,
+            frames: 200,
+            min_frames: 20,
+            timeout_s: 3600,
+            max_disagreement: c.max_disagreement,
+            max_latency_increase: c.max_latency_increase,
+            max_error_rate: c.max_error_rate,
+            match_iou: c.match_iou,
+        }
+    }
+}
+
+impl TrialConfig {
+    pub fn criteria(&self) -> crate::detect::shadow::ShadowCriteria {
+        crate::detect::shadow::ShadowCriteria {
+            max_disagreement: self.max_disagreement,
+            max_latency_increase: self.max_latency_increase,
+            max_error_rate: self.max_error_rate,
+            match_iou: self.match_iou,
+        }
+    }
+
+    fn validate(&self, key: &str, p: &mut Vec<Problem>) {
+        let mut bad = |k: &str, m: String| p.push(Problem::new(format!("{key}.trial.{k}"), m));
+        if !(1..=1000).contains(&self.sample_every) {
+            bad("sample_every", format!("{} is out of range: use 1..=1000 (5 compares one frame in five)", self.sample_every));
+        }
+        if !(1..=100_000).contains(&self.frames) {
+            bad("frames", format!("{} is out of range: use 1..=100000", self.frames));
+        }
+        if self.min_frames == 0 || self.min_frames > self.frames {
+            bad("min_frames", format!("{} is out of range: use 1..=frames ({})", self.min_frames, self.frames));
+        }
+        if !(10..=7 * 86_400).contains(&self.timeout_s) {
+            bad("timeout_s", format!("{} is out of range: use 10..=604800", self.timeout_s));
+        }
+        for (k, v) in [("max_disagreement", self.max_disagreement), ("max_error_rate", self.max_error_rate)] {
+            if !(0.0..=1.0).contains(&v) {
+                bad(k, format!("{v} is out of range: use a fraction 0..=1 (0.2 is 20 %)"));
+            }
+        }
+        if !(0.0..=10.0).contains(&self.max_latency_increase) {
+            bad("max_latency_increase", format!("{} is out of range: use a fraction 0..=10 (0.1 is +10 %)", self.max_latency_increase));
+        }
+        if !(0.05..=0.95).contains(&self.match_iou) {
+            bad("match_iou", format!("{} is out of range: use 0.05..=0.95", self.match_iou));
+        }
+    }
 }
 
 /// Hard cap on detections per frame: the per-frame result lives in a fixed-capacity vector.
@@ -71,6 +149,7 @@ impl Default for DetectorConfig {
             engine_cache_dir: None,
             nms_iou: 0.45,
             max_detections: 100,
+            trial: TrialConfig::default(),
         }
     }
 }
@@ -97,6 +176,7 @@ impl DetectorConfig {
         if self.intra_threads > 256 {
             p.push(Problem::new(format!("{key}.intra_threads"), format!("{} is out of range: use 0 (automatic) up to 256", self.intra_threads)));
         }
+        self.trial.validate(key, &mut p);
         if self.model.as_os_str().is_empty() {
             p.push(Problem::new(format!("{key}.model"), "missing: point it at a model manifest, e.g. /usr/share/perch/models/yolox_nano.toml"));
         }

@@ -5,6 +5,7 @@
 //! - [`engine`]: ONNX Runtime sessions and execution providers.
 //! - [`decode`]: YOLOX / YOLOv8-style decoders and class-aware NMS.
 //! - [`worker`]: the service loop between the capture hand-off and the next stage.
+//! - [`shadow`], [`trial`]: model blue/green, a candidate in shadow beside the current model.
 
 pub mod cadence;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod manifest;
 pub mod preprocess;
 pub mod shadow;
+pub mod trial;
 pub mod worker;
 
 use std::path::Path;

@@ -46,7 +46,7 @@ pub struct ShadowFrame {
 }
 
 /// The measured figures and the decision, as reported on MQTT and printed.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ShadowVerdict {
     pub promote: bool,
     pub frames: usize,

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::cadence::{Cadence, Decision};
+use super::trial::{Running, Step, TrialSlot};
 use super::{DetectError, Detections, Detector, DetectorConfig, DetectorState, Timings};
 use crate::capture::camera::sleep_cancellable;
 use crate::capture::{CameraStatus, Frame, FrameHub, FrameInfo};
@@ -84,6 +85,8 @@ pub struct DetectWorker {
     pub preview_every: Option<Duration>,
     /// Per camera: adaptive cadence, and the status its skipped frames are counted in.
     pub cadence: Vec<(Cadence, Arc<CameraStatus>)>,
+    /// Where a model trial (blue/green) is handed over, when model updates are enabled.
+    pub trial: Option<Arc<TrialSlot>>,
 }
 
 impl DetectWorker {
@@ -106,15 +109,18 @@ impl DetectWorker {
                 }
             }
         };
-        let filters: Vec<CameraFilter> = self
-            .labels
-            .iter()
-            .zip(&self.min_scores)
-            .map(|(labels, &min_score)| CameraFilter {
-                classes: (!labels.is_empty()).then(|| labels.iter().filter_map(|l| detector.manifest().label_index(l).map(|i| i as u16)).collect()),
-                min_score,
-            })
-            .collect();
+        let filters_for = |detector: &Detector| -> Vec<CameraFilter> {
+            self.labels
+                .iter()
+                .zip(&self.min_scores)
+                .map(|(labels, &min_score)| CameraFilter {
+                    classes: (!labels.is_empty()).then(|| labels.iter().filter_map(|l| detector.manifest().label_index(l).map(|i| i as u16)).collect()),
+                    min_score,
+                })
+                .collect()
+        };
+        let mut filters = filters_for(&detector);
+        let mut trial: Option<Running> = None;
 
         let mut found = Detections::new();
         // When each camera last handed a preview frame on (allocated once, before the loop).
@@ -136,8 +142,25 @@ impl DetectWorker {
                 status.skipped_idle.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            if let Some(slot) = &self.trial {
+                Running::poll(slot, &mut trial);
+            }
             let filter = &filters[camera];
-            match detector.detect(&frame.view(), filter.min_score, &mut found) {
+            let step = trial.as_mut().map_or(Step::Skip, Running::step);
+            let mut candidate = match (&step, trial.as_mut()) {
+                (Step::CandidateFirst, Some(t)) => Some(t.run_candidate(&frame.view(), filter.min_score)),
+                _ => None,
+            };
+            let started = std::time::Instant::now();
+            let result = detector.detect(&frame.view(), filter.min_score, &mut found);
+            let current_ms = started.elapsed().as_secs_f64() * 1e3;
+            if let (Step::CandidateAfter, Some(t)) = (&step, trial.as_mut()) {
+                candidate = Some(t.run_candidate(&frame.view(), filter.min_score));
+            }
+            if let (Ok(_), Some(c), Some(t), Some(slot)) = (&result, candidate, trial.as_mut(), &self.trial) {
+                t.record(&found, current_ms, c, slot);
+            }
+            match result {
                 Ok(timings) => {
                     self.stats.frames.fetch_add(1, Ordering::Relaxed);
                     self.stats.observe_inference(timings.inference);
@@ -168,6 +191,12 @@ impl DetectWorker {
                     let n = self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     log_detect_error(n, &e);
                 }
+            }
+            if let Some(promoted) = Running::finish(&mut trial) {
+                // Between two frames: this one was the old model's, the next is the new one's.
+                detector = promoted;
+                filters = filters_for(&detector);
+                let _ = self.state.send(DetectorState::Ready { provider: detector.provider() });
             }
         }
         tracing::debug!("detector stopped");

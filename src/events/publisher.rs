@@ -50,6 +50,9 @@ pub struct Publisher {
     /// until then and until the outbox is empty, or `drain_timeout` passes.
     pub inputs_done: CancellationToken,
     pub drain_timeout: Duration,
+    /// Signalled when the update or model state changed: health and the state topics are published at
+    /// once rather than at the next tick.
+    pub republish: Arc<Notify>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +144,9 @@ impl Publisher {
                         if left > 0 {
                             tracing::warn!(events = left, "shutdown: events not yet acknowledged stay in the outbox for the next start");
                         }
+                        // The last word on the update and model state (an install that restarts perch
+                        // leaves here: its fleet must see "installed", not the state of the last tick).
+                        self.publish_health(&client, &mut requested, &prefix);
                         let _ = client.try_publish(format!("{prefix}/status"), QoS::AtLeastOnce, true, "offline");
                         let _ = client.try_disconnect();
                         // Let the goodbye go out.
@@ -196,6 +202,9 @@ impl Publisher {
                     Ok(_) => {}
                     Err(e) => return Err(e.to_string()),
                 },
+                _ = self.republish.notified(), if connected => {
+                    self.publish_health(&client, &mut requested, &prefix);
+                }
                 _ = self.wake.notified(), if connected => {
                     self.feed(&client, &mut requested, &inflight, &mut last_sent, &prefix);
                 }
@@ -223,6 +232,9 @@ impl Publisher {
         // The update's state rides along with health, and is also retained on its own topic.
         if let Some(ota) = health.get("ota") {
             self.request(client, requested, format!("{prefix}/ota/state"), true, serde_json::to_vec(ota).unwrap_or_default(), None);
+        }
+        if let Some(model) = health.get("model") {
+            self.request(client, requested, format!("{prefix}/model/state"), true, serde_json::to_vec(model).unwrap_or_default(), None);
         }
         self.request(client, requested, format!("{prefix}/health"), true, serde_json::to_vec(&health).unwrap_or_default(), None);
     }
@@ -267,7 +279,7 @@ impl Publisher {
             other => match self.commands.as_ref().and_then(|f| f(other, &request)) {
                 Some(reply) => reply,
                 None => {
-                    serde_json::json!({ "ok": false, "error": format!("unknown command {other:?}: known commands are ping, health, record, and ota where [ota] is configured") })
+                    serde_json::json!({ "ok": false, "error": format!("unknown command {other:?}: known commands are ping, health, record, model, and ota where [ota] is configured") })
                 }
             },
         };

@@ -248,7 +248,7 @@ impl Agent {
     /// The service's agent: after a successful install with `reboot`, the new release is booted the way the
     /// health gate's rollback does it: `ota.reboot_command` on slot backends, then `restart` (the service
     /// stops; systemd starts it again, and in app mode `perch ota boot` picks the new slot).
-    pub fn for_service(ota: Arc<Ota>, restart: Arc<dyn Fn() + Send + Sync>) -> Arc<Self> {
+    pub fn for_service(ota: Arc<Ota>, restart: Arc<dyn Fn() + Send + Sync>, on_change: Option<OnChange>) -> Arc<Self> {
         let after: AfterInstall = Arc::new(move |agent: &Agent, result, reboot| {
             if result.is_err() || !reboot {
                 return;
@@ -262,7 +262,7 @@ impl Agent {
             }
             restart();
         });
-        Self::with_hooks(ota, Some(after), None)
+        Self::with_hooks(ota, Some(after), on_change)
     }
 
     /// Records an error for `…/ota/state` (the simulator's failed health gate).

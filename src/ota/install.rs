@@ -35,10 +35,10 @@ pub struct InstallOptions {
 }
 
 /// Hashes what the install reads and fails the read once the install is cancelled.
-struct Tap<'a> {
-    inner: &'a mut dyn Read,
-    hasher: Sha256,
-    cancel: Option<Arc<AtomicBool>>,
+pub(super) struct Tap<'a> {
+    pub(super) inner: &'a mut dyn Read,
+    pub(super) hasher: Sha256,
+    pub(super) cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Read for Tap<'_> {

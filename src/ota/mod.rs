@@ -11,6 +11,7 @@
 pub mod boot;
 pub mod bundle;
 pub mod config;
+pub mod extract;
 pub mod flags;
 pub mod health;
 pub mod install;

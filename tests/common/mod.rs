@@ -224,3 +224,38 @@ pub fn subscriber(port: u16, topic: &str, id: &str) -> Proc {
     c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v", "-q", "1", "-c", "-i", id, "-t", topic]);
     Proc::spawn(c)
 }
+
+/// A candidate model beside the real one: its ONNX is the real one with `flip` (offset, length) ranges of
+/// bytes XORed with 0x80, and its manifest the real one pointing at it with its checksum.
+pub fn candidate_model(dir: &Path, name: &str, flip: Option<(usize, usize)>) -> PathBuf {
+    let manifest = std::fs::read_to_string(model()).unwrap();
+    let mut onnx = std::fs::read(model().with_file_name("yolox_nano.onnx")).unwrap();
+    if let Some((at, len)) = flip {
+        // Inside the weights, XOR 0x80 flips signs and halves or doubles values: the same graph computing
+        // something else. At the front it hits the protobuf framing: a file that does not load.
+        for b in &mut onnx[at..at + len] {
+            *b ^= 0x80;
+        }
+    }
+    let sha = <sha2::Sha256 as sha2::Digest>::digest(&onnx).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    std::fs::write(dir.join(format!("{name}.onnx")), &onnx).unwrap();
+    let mut top = true;
+    let text: String = manifest
+        .lines()
+        .map(|l| match l {
+            // Tables ([input], [output]) have names of their own.
+            l if l.starts_with('[') => {
+                top = false;
+                l.to_string()
+            }
+            l if l.starts_with("sha256 = ") => format!("sha256 = \"{sha}\""),
+            l if l.starts_with("file = ") => format!("file = \"{name}.onnx\""),
+            l if top && l.starts_with("name = ") => format!("name = \"{name}\""),
+            l => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
