@@ -179,6 +179,10 @@ enum FleetCommand {
         wave_timeout: std::time::Duration,
         #[arg(long, default_value = "perch")]
         prefix: String,
+        /// The bundle is a model release (`…/cmd/model`): each device tries it in shadow, and it counts
+        /// as done when promoted, as failed when rejected.
+        #[arg(long)]
+        model: bool,
         /// Continue the saved rollout (after a pause: with the next wave).
         #[arg(long, conflicts_with = "abort")]
         resume: bool,
@@ -443,7 +447,7 @@ fn fleet(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cmd {
         FleetCommand::Status { broker, prefix, json } => runtime.block_on(rollout::status(&broker, &prefix, json))?,
-        FleetCommand::Rollout { broker, state, bundle, devices, waves, max_failures, wave_timeout, prefix, resume, abort } => {
+        FleetCommand::Rollout { broker, state, bundle, devices, waves, max_failures, wave_timeout, prefix, model, resume, abort } => {
             let status = runtime.block_on(async {
                 if abort {
                     rollout::abort(&broker, &state).await
@@ -457,6 +461,7 @@ fn fleet(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                         max_failures_pct: rollout::parse_pct(&max_failures)?,
                         wave_timeout,
                         prefix,
+                        kind: if model { rollout::Kind::Model } else { rollout::Kind::Firmware },
                     };
                     rollout::start(&broker, &state, o).await
                 }

@@ -381,10 +381,15 @@ fn the_service_tries_model_releases_in_shadow_and_promotes_only_a_good_one() {
     let leftovers = |v: &str| d.join("state/models").join(v).exists() || d.join(format!("state/models/{v}.part")).exists();
     assert!(!leftovers("9"), "nothing of a forged bundle stays");
 
-    // A copy of the current model: it agrees on every frame, and is promoted.
-    let (url, sha) = model_bundle("copy", "2", None, Some(1));
-    let reply = command_to(&lab, "ota-box", "model", serde_json::json!({"op":"install","id":"m2","url":url,"bundle_sha256":sha,"version":"2"}));
-    assert_eq!(reply["started"], true, "{reply}");
+    // A copy of the current model, rolled out from the fleet side: it agrees on every frame, and is promoted.
+    let (url, _) = model_bundle("copy", "2", None, Some(1));
+    let rollout = |url: &str, state: &str| {
+        let state = lab.path(state);
+        lab.rollout(&["--model", "--bundle", url, "--devices", "ota-box", "--waves", "100", "--wave-timeout", "120s", "--state", state.to_str().unwrap()])
+    };
+    let (code, text) = rollout(&url, "model-2.json");
+    assert_eq!(code, Some(0), "{text}\n{}", service.stderr_text());
+    assert!(text.contains("1 promoted, 0 failed"), "{text}");
     let s = wait_phase("promoted", "2", "a copy is promoted", &service);
     let v = &s["verdict"];
     assert_eq!((v["promote"].as_bool(), v["disagreement"].as_f64(), v["error_rate"].as_f64()), (Some(true), Some(0.0), Some(0.0)), "{s}");
@@ -395,8 +400,9 @@ fn the_service_tries_model_releases_in_shadow_and_promotes_only_a_good_one() {
 
     // Perturbed weights: it runs, but finds other things. Rejected with the figures; the copy serves on.
     let (url, sha) = model_bundle("perturbed", "3", Some((841_821, 32_768)), Some(1));
-    let install = serde_json::json!({"op":"install","id":"m3","url":url,"bundle_sha256":sha,"version":"3"});
-    assert_eq!(command_to(&lab, "ota-box", "model", install.clone())["started"], true);
+    let (code, text) = rollout(&url, "model-3.json");
+    assert_eq!(code, Some(2), "the rollout pauses on the rejection: {text}");
+    assert!(text.contains("rejected: disagreement"), "{text}");
     let s = wait_phase("rejected", "3", "a different model is rejected", &service);
     let v = &s["verdict"];
     assert_eq!(v["promote"], false, "{s}");
@@ -404,11 +410,11 @@ fn the_service_tries_model_releases_in_shadow_and_promotes_only_a_good_one() {
     assert!(v["reasons"][0].as_str().unwrap().contains("disagreement"), "{s}");
     assert_eq!(s["current"]["version"], "2", "{s}");
     assert!(!leftovers("3"), "a rejected candidate is deleted");
-    // The same command again (MQTT redelivery), and the same bundle under a new id: nothing happens.
-    assert_eq!(command_to(&lab, "ota-box", "model", install)["duplicate"], true);
+    // The same bundle under a new command id, then that command again (MQTT redelivery): nothing happens.
     let again = serde_json::json!({"op":"install","id":"m4","url":url,"bundle_sha256":sha,"version":"3"});
-    let reply = command_to(&lab, "ota-box", "model", again);
+    let reply = command_to(&lab, "ota-box", "model", again.clone());
     assert_eq!((reply["ok"].as_bool(), reply["started"].as_bool()), (Some(true), Some(false)), "{reply}");
+    assert_eq!(command_to(&lab, "ota-box", "model", again)["duplicate"], true);
 
     // After a restart the promoted model still serves.
     let restart_ts = last_state(&state_sub.stdout()).unwrap()["ts"].clone();

@@ -1,5 +1,5 @@
 //! `perch fleet rollout` and `perch fleet status`: the fleet side, over the devices' retained
-//! `<prefix>/<device>/ota/state` topics.
+//! `<prefix>/<device>/ota/state` topics (and `…/model/state` for model releases, `--model`).
 //!
 //! A rollout sends `install` to the devices wave by wave (cumulative percentages of the device list), waits
 //! until each device of the wave has committed the release, rolled it back or failed (or the wave timeout
@@ -27,6 +27,49 @@ pub enum RolloutStatus {
     Aborted,
 }
 
+/// What a rollout releases: the device's software (`…/cmd/ota`, done when committed) or its model
+/// (`…/cmd/model`, done when promoted after its shadow trial; a rejection is a failure).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    #[default]
+    Firmware,
+    Model,
+}
+
+impl Kind {
+    /// The command topic's last part.
+    pub fn command(self) -> &'static str {
+        match self {
+            Kind::Firmware => "cmd/ota",
+            Kind::Model => "cmd/model",
+        }
+    }
+
+    /// The retained state topic's last parts.
+    pub fn state(self) -> &'static str {
+        match self {
+            Kind::Firmware => "ota/state",
+            Kind::Model => "model/state",
+        }
+    }
+
+    /// What a device that reached the release did.
+    fn done(self) -> &'static str {
+        match self {
+            Kind::Firmware => "committed",
+            Kind::Model => "promoted",
+        }
+    }
+
+    fn cancel(self) -> &'static str {
+        match self {
+            Kind::Firmware => "cancel",
+            Kind::Model => "abort",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -47,6 +90,8 @@ pub struct DeviceResult {
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
     pub id: String,
+    #[serde(default)]
+    pub kind: Kind,
     pub bundle_url: String,
     pub bundle_sha256: String,
     pub version: String,
@@ -133,7 +178,29 @@ pub fn outcome(state: &serde_json::Value, version: &str, sha256: &str) -> (Outco
     }
 }
 
+/// What a device's `…/model/state` says about this rollout's model release.
+pub fn model_outcome(state: &serde_json::Value, version: &str, sha256: &str) -> (Outcome, String) {
+    let phase = state["phase"].as_str().unwrap_or_default();
+    let ours = state["version"] == version && state["bundle_sha256"].as_str().is_none_or(|s| s.eq_ignore_ascii_case(sha256));
+    let reasons = || state["verdict"]["reasons"].as_array().map(|r| r.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")).unwrap_or_default();
+    match phase {
+        "promoted" if ours => (Outcome::Committed, "promoted".into()),
+        "rejected" if ours => (Outcome::Failed, format!("rejected: {}", reasons())),
+        "failed" if ours => (Outcome::Failed, format!("failed: {}", state["error"].as_str().unwrap_or_default())),
+        // Already serving (an earlier rollout, or a replay after the device was restarted).
+        _ if state["current"]["version"] == version => (Outcome::Committed, "already serving".into()),
+        _ => (Outcome::Pending, phase.into()),
+    }
+}
+
 impl Rollout {
+    fn outcome(&self, state: &serde_json::Value) -> (Outcome, String) {
+        match self.kind {
+            Kind::Firmware => outcome(state, &self.version, &self.bundle_sha256),
+            Kind::Model => model_outcome(state, &self.version, &self.bundle_sha256),
+        }
+    }
+
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         crate::ota::state::write_atomic(path, &serde_json::to_vec_pretty(self)?)?;
         Ok(())
@@ -223,34 +290,40 @@ fn client(broker: &str, role: &str) -> anyhow::Result<(AsyncClient, rumqttc::Eve
 /// `perch fleet status`: one line per device from the retained topics.
 pub async fn status(broker: &str, prefix: &str, json: bool) -> anyhow::Result<()> {
     let (client, mut eventloop) = client(broker, "status")?;
-    let msgs = retained(&client, &mut eventloop, prefix, &["ota/state", "status"]).await?;
-    let mut devices: BTreeMap<String, (Option<serde_json::Value>, String)> = BTreeMap::new();
+    let msgs = retained(&client, &mut eventloop, prefix, &["ota/state", "model/state", "status"]).await?;
+    // Per device: update state, model state, online.
+    type Row = (Option<serde_json::Value>, Option<serde_json::Value>, String);
+    let mut devices: BTreeMap<String, Row> = BTreeMap::new();
     for ((device, leaf), payload) in msgs {
-        let e = devices.entry(device).or_insert((None, "unknown".into()));
+        let e = devices.entry(device).or_insert((None, None, "unknown".into()));
         match leaf.as_str() {
             "ota/state" => e.0 = serde_json::from_slice(&payload).ok(),
-            _ => e.1 = String::from_utf8_lossy(&payload).into_owned(),
+            "model/state" => e.1 = serde_json::from_slice(&payload).ok(),
+            _ => e.2 = String::from_utf8_lossy(&payload).into_owned(),
         }
     }
     if json {
-        for (d, (s, online)) in &devices {
-            println!("{}", serde_json::json!({ "device": d, "online": online, "ota": s }));
+        for (d, (s, m, online)) in &devices {
+            println!("{}", serde_json::json!({ "device": d, "online": online, "ota": s, "model": m }));
         }
         return Ok(());
     }
-    println!("{:<16} {:<12} {:<5} {:<12} {:<8} {:<25} last error", "DEVICE", "VERSION", "SLOT", "PHASE", "HEALTH", "LAST SEEN");
-    for (d, (s, online)) in &devices {
+    println!("{:<16} {:<12} {:<5} {:<12} {:<12} {:<8} {:<25} last error", "DEVICE", "VERSION", "SLOT", "PHASE", "MODEL", "HEALTH", "LAST SEEN");
+    for (d, (s, m, online)) in &devices {
         let s = s.clone().unwrap_or_default();
+        let m = m.clone().unwrap_or_default();
         let str_of = |k: &str| s[k].as_str().unwrap_or("-").to_string();
+        let error = s["last_error"].as_str().or(m["error"].as_str()).unwrap_or("");
         println!(
-            "{:<16} {:<12} {:<5} {:<12} {:<8} {:<25} {}",
+            "{:<16} {:<12} {:<5} {:<12} {:<12} {:<8} {:<25} {}",
             d,
             str_of("running_version"),
             str_of("booted"),
             str_of("phase"),
+            m["current"]["version"].as_str().unwrap_or("-"),
             online,
             str_of("ts"),
-            s["last_error"].as_str().unwrap_or("")
+            error
         );
     }
     println!("{} device(s)", devices.len());
@@ -258,13 +331,13 @@ pub async fn status(broker: &str, prefix: &str, json: bool) -> anyhow::Result<()
 }
 
 /// The devices named by `spec`: a file with one id per line, or a glob over the devices with a retained state.
-async fn resolve_devices(spec: &str, broker: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+async fn resolve_devices(spec: &str, broker: &str, prefix: &str, kind: Kind) -> anyhow::Result<Vec<String>> {
     if Path::new(spec).is_file() {
         let text = std::fs::read_to_string(spec)?;
         return Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect());
     }
     let (client, mut eventloop) = client(broker, "list")?;
-    let msgs = retained(&client, &mut eventloop, prefix, &["ota/state"]).await?;
+    let msgs = retained(&client, &mut eventloop, prefix, &[kind.state()]).await?;
     let _ = client.disconnect().await;
     let mut devices: Vec<String> = msgs.into_keys().map(|(d, _)| d).filter(|d| glob_match(spec, d)).collect();
     devices.sort();
@@ -279,6 +352,7 @@ pub struct StartOptions {
     pub max_failures_pct: f64,
     pub wave_timeout: Duration,
     pub prefix: String,
+    pub kind: Kind,
 }
 
 /// Starts a rollout, saved at `path`.
@@ -290,12 +364,18 @@ pub async fn start(broker: &str, path: &Path, o: StartOptions) -> anyhow::Result
         anyhow::bail!("{} holds rollout {} that is {:?}: pass --resume or --abort, or use another --state file", path.display(), r.id, r.status);
     }
     let (sha, version) = fingerprint(&o.bundle_url)?;
-    let devices = resolve_devices(&o.devices, broker, &o.prefix).await?;
+    let devices = resolve_devices(&o.devices, broker, &o.prefix, o.kind).await?;
     if devices.is_empty() {
-        anyhow::bail!("--devices {:?} names no device: give a file of ids or a glob matching devices that publish {}/<id>/ota/state", o.devices, o.prefix);
+        anyhow::bail!(
+            "--devices {:?} names no device: give a file of ids or a glob matching devices that publish {}/<id>/{}",
+            o.devices,
+            o.prefix,
+            o.kind.state()
+        );
     }
     let r = Rollout {
         id: format!("r{}-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0), &sha[..8]),
+        kind: o.kind,
         bundle_url: o.bundle_url,
         bundle_sha256: sha,
         version,
@@ -337,8 +417,8 @@ pub async fn abort(broker: &str, path: &Path) -> anyhow::Result<RolloutStatus> {
     let (client, mut eventloop) = client(broker, "abort")?;
     let pending: Vec<String> = r.results.iter().filter(|(_, d)| d.outcome == Outcome::Pending).map(|(k, _)| k.clone()).collect();
     for d in &pending {
-        let cmd = serde_json::json!({ "op": "cancel", "id": format!("{}-cancel-{d}", r.id) });
-        client.publish(format!("{}/{d}/cmd/ota", r.topic_prefix), QoS::AtLeastOnce, false, serde_json::to_vec(&cmd)?).await?;
+        let cmd = serde_json::json!({ "op": r.kind.cancel(), "id": format!("{}-cancel-{d}", r.id) });
+        client.publish(format!("{}/{d}/{}", r.topic_prefix, r.kind.command()), QoS::AtLeastOnce, false, serde_json::to_vec(&cmd)?).await?;
     }
     let _ = client.disconnect().await;
     // Let the cancels (QoS 1) go out before leaving.
@@ -352,7 +432,7 @@ pub async fn abort(broker: &str, path: &Path) -> anyhow::Result<RolloutStatus> {
 
 async fn drive(broker: &str, path: &Path, mut r: Rollout) -> anyhow::Result<RolloutStatus> {
     let (client, mut eventloop) = client(broker, "rollout")?;
-    client.subscribe(format!("{}/+/ota/state", r.topic_prefix), QoS::AtLeastOnce).await?;
+    client.subscribe(format!("{}/+/{}", r.topic_prefix, r.kind.state()), QoS::AtLeastOnce).await?;
     let tty = std::io::stdout().is_terminal();
     let n = r.devices.len();
     while r.status == RolloutStatus::Running && r.wave < r.waves.len() {
@@ -365,7 +445,7 @@ async fn drive(broker: &str, path: &Path, mut r: Rollout) -> anyhow::Result<Roll
             let cmd = serde_json::json!({
                 "op": "install", "id": format!("{}-{d}", r.id), "url": r.bundle_url, "bundle_sha256": r.bundle_sha256, "version": r.version,
             });
-            client.publish(format!("{}/{d}/cmd/ota", r.topic_prefix), QoS::AtLeastOnce, false, serde_json::to_vec(&cmd)?).await?;
+            client.publish(format!("{}/{d}/{}", r.topic_prefix, r.kind.command()), QoS::AtLeastOnce, false, serde_json::to_vec(&cmd)?).await?;
         }
         r.save(path)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(r.wave_timeout_s);
@@ -375,12 +455,13 @@ async fn drive(broker: &str, path: &Path, mut r: Rollout) -> anyhow::Result<Roll
             if c != shown {
                 shown = c;
                 let line = format!(
-                    "wave {}/{} ({} %): {} device(s): {} committed, {} failed, {} pending  [{:.1} s]",
+                    "wave {}/{} ({} %): {} device(s): {} {}, {} failed, {} pending  [{:.1} s]",
                     wave + 1,
                     r.waves.len(),
                     r.waves[wave],
                     members.len(),
                     c.0,
+                    r.kind.done(),
                     c.1,
                     c.2,
                     began.elapsed().as_secs_f64()
@@ -410,15 +491,15 @@ async fn drive(broker: &str, path: &Path, mut r: Rollout) -> anyhow::Result<Roll
                     tracing::warn!("MQTT: {e}; reconnecting");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     // A new connection needs the subscription again; retained states come back with it.
-                    let _ = client.try_subscribe(format!("{}/+/ota/state", r.topic_prefix), QoS::AtLeastOnce);
+                    let _ = client.try_subscribe(format!("{}/+/{}", r.topic_prefix, r.kind.state()), QoS::AtLeastOnce);
                 }
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                     if let Some((device, _)) = split_topic(&r.topic_prefix, &p.topic)
+                        && let Ok(state) = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                        && let (o, detail) = r.outcome(&state)
                         && let Some(res) = r.results.get_mut(&device)
                         && res.outcome == Outcome::Pending
-                        && let Ok(state) = serde_json::from_slice::<serde_json::Value>(&p.payload)
                     {
-                        let (o, detail) = outcome(&state, &r.version, &r.bundle_sha256);
                         res.detail = detail;
                         if o != Outcome::Pending {
                             res.outcome = o;
@@ -454,7 +535,7 @@ async fn drive(broker: &str, path: &Path, mut r: Rollout) -> anyhow::Result<Roll
         RolloutStatus::Paused => {
             println!("rollout {} PAUSED: {}; fix and `--resume` (continues with the next wave) or `--abort`", r.id, r.reason.clone().unwrap_or_default())
         }
-        _ => println!("rollout {} {:?}: {ok} committed, {failed} failed of {n}", r.id, r.status),
+        _ => println!("rollout {} {:?}: {ok} {}, {failed} failed of {n}", r.id, r.status, r.kind.done()),
     }
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), async { while eventloop.poll().await.is_ok() {} }).await;
@@ -473,6 +554,25 @@ mod tests {
         assert_eq!((0..4).map(|i| wave_end(2, &w, i)).collect::<Vec<_>>(), [1, 2, 2, 2]);
         assert!(parse_waves("10,5,100").is_err());
         assert!(parse_waves("10,50").is_err());
+    }
+
+    #[test]
+    fn model_outcomes() {
+        let st = |phase: &str, version: &str, current: &str| {
+            serde_json::json!({"phase": phase, "version": version, "bundle_sha256": "ab", "current": {"version": current},
+                "verdict": {"reasons": ["disagreement 40.0 % is not below 20.0 %"]}, "error": "no"})
+        };
+        assert_eq!(model_outcome(&st("promoted", "2", "2"), "2", "AB").0, Outcome::Committed);
+        let (o, d) = model_outcome(&st("rejected", "2", "1"), "2", "ab");
+        assert_eq!(o, Outcome::Failed);
+        assert!(d.contains("rejected: disagreement"), "{d}");
+        assert_eq!(model_outcome(&st("failed", "2", "1"), "2", "ab").0, Outcome::Failed);
+        // Another release's verdict, or a trial still running, is not this one's outcome.
+        assert_eq!(model_outcome(&st("rejected", "3", "1"), "2", "ab").0, Outcome::Pending);
+        assert_eq!(model_outcome(&st("shadow", "2", "1"), "2", "ab").0, Outcome::Pending);
+        assert_eq!(model_outcome(&st("rejected", "2", "1"), "2", "cd").0, Outcome::Pending);
+        // Serving already (a rollout resumed after the device promoted it): done.
+        assert_eq!(model_outcome(&st("idle", "", "2"), "2", "ab").0, Outcome::Committed);
     }
 
     #[test]
