@@ -248,6 +248,10 @@ pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
         mqtt: config.mqtt.is_some().then(|| publisher_stats.clone()),
         record: record_stats.clone(),
         ota: crate::ota::health::status_fn(&config),
+        model_state: Some({
+            let models = models.clone();
+            Arc::new(move || models.state())
+        }),
         live,
         state_dir: config.state_dir.clone(),
         model: config.detector.model.clone(),

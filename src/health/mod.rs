@@ -230,6 +230,8 @@ pub struct Handles {
     pub record: Arc<RecordStats>,
     /// The OTA status, when `[ota]` is configured.
     pub ota: Option<Arc<dyn Fn() -> Value + Send + Sync>>,
+    /// The model release state (what serves, the last trial and its verdict).
+    pub model_state: Option<Arc<dyn Fn() -> Value + Send + Sync>>,
     pub live: Arc<Live>,
     /// The disk whose free space is reported (the state directory's).
     pub state_dir: PathBuf,
@@ -325,6 +327,7 @@ impl Handles {
             "recording": self.record.snapshot(),
             "disk": self.disk().map(|(total, free)| json!({ "path": self.state_dir.display().to_string(), "total_bytes": total, "free_bytes": free })),
             "ota": self.ota.as_ref().map(|f| f()),
+            "model": self.model_state.as_ref().map(|f| f()),
             "recent_events": self.live.recent_events(),
         })
     }
