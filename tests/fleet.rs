@@ -428,3 +428,51 @@ fn the_service_tries_model_releases_in_shadow_and_promotes_only_a_good_one() {
         last_state(&state_sub.stdout())
     );
 }
+
+/// A trial that gets no frames (the camera is down) ends at its timeout with a rejection that says so, and
+/// the current model serves on; an `abort` with nothing running is answered as such.
+#[test]
+fn a_model_trial_without_frames_is_rejected_at_its_timeout() {
+    let _serial = common::serial();
+    let lab = Lab::new();
+    let d = lab.path("box");
+    std::fs::create_dir_all(&d).unwrap();
+    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
+    std::fs::write(&slot_a, data(64 << 10, 40)).unwrap();
+    let config = config(&d, &format!("backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n", slot_a.display(), slot_b.display()));
+    let dead = free_port();
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[ota]",
+        &format!(
+            "[mqtt]\nurl = \"{}\"\nhealth_interval_s = 1\n[[camera]]\nid = \"gate\"\nsource = \"rtsp://127.0.0.1:{dead}/none\"\nreconnect_initial_s = 1\nreconnect_max_s = 1\n\
+             [detector.trial]\nframes = 10\nmin_frames = 5\ntimeout_s = 10\n[ota]",
+            lab.broker
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let models = lab.path("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let toml = common::candidate_model(&models, "copy", None);
+    let path = lab.path("bundles/copy.bundle");
+    bundle(&path, "perch-test", "2", &[("copy.toml", &toml), ("copy.onnx", &toml.with_extension("onnx"))], Some(1), 1 << 20);
+    let state_sub = common::subscriber(lab.port, "perch/ota-box/model/state", "model-state-idle");
+    let mut cmd = perch();
+    cmd.args(["run", "-c"]).arg(&config);
+    let service = Proc::spawn(cmd);
+
+    assert_eq!(command_to(&lab, "ota-box", "model", serde_json::json!({"op":"abort"}))["aborted"], false);
+    let install = serde_json::json!({"op":"install","url":format!("{}/copy.bundle", lab.http),"bundle_sha256":sha256(&path),"version":"2"});
+    assert_eq!(command_to(&lab, "ota-box", "model", install)["started"], true);
+    let last = |out: &[common::Line]| out.last().and_then(|l| serde_json::from_str::<serde_json::Value>(l.text.split_once(' ')?.1).ok());
+    assert!(
+        state_sub.wait_for(Duration::from_secs(60), |out, _| last(out).is_some_and(|s| s["phase"] == "rejected")),
+        "{:?}\n{}",
+        last(&state_sub.stdout()),
+        service.stderr_text()
+    );
+    let s = last(&state_sub.stdout()).unwrap();
+    assert!(s["verdict"]["reasons"][0].as_str().unwrap().contains("only 0 frames were compared"), "{s}");
+    assert_eq!(s["current"]["version"], "configured", "{s}");
+    assert!(!d.join("state/models/2").exists(), "the candidate is deleted");
+}

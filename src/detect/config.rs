@@ -183,3 +183,24 @@ impl DetectorConfig {
         p
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trial_settings_are_checked_each_by_name() {
+        let cfg: DetectorConfig = toml::from_str("[trial]\nframes = 50\nmax_disagreement = 0.1").unwrap();
+        assert!(cfg.validate("detector").is_empty());
+        assert_eq!((cfg.trial.frames, cfg.trial.sample_every, cfg.trial.criteria().max_disagreement), (50, 5, 0.1));
+        let cfg: DetectorConfig = toml::from_str(
+            "[trial]\nsample_every = 0\nframes = 10\nmin_frames = 11\ntimeout_s = 1\nmax_disagreement = 2\nmax_latency_increase = -1\nmatch_iou = 1",
+        )
+        .unwrap();
+        let keys: Vec<String> = cfg.validate("detector").into_iter().map(|p| p.key).collect();
+        for k in ["sample_every", "min_frames", "timeout_s", "max_disagreement", "max_latency_increase", "match_iou"] {
+            assert!(keys.contains(&format!("detector.trial.{k}")), "{k} not named: {keys:?}");
+        }
+        assert!(toml::from_str::<DetectorConfig>("[trial]\nframe = 5").is_err(), "unknown keys are refused");
+    }
+}

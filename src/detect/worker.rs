@@ -127,6 +127,16 @@ impl DetectWorker {
         let mut last_preview: Vec<Option<std::time::Instant>> = vec![None; self.keep_images.len().max(self.labels.len())];
         loop {
             self.stats.heartbeat.beat();
+            // A model trial: picked up, and ended (enough frames, or its time is up even without frames)
+            // here, between two frames: the one before was the old model's, the next is the new one's.
+            if let Some(slot) = &self.trial {
+                Running::poll(slot, &mut trial);
+                if let Some(promoted) = Running::finish(&mut trial) {
+                    detector = promoted;
+                    filters = filters_for(&detector);
+                    let _ = self.state.send(DetectorState::Ready { provider: detector.provider() });
+                }
+            }
             let draining = cancel.is_cancelled();
             let timeout = if draining { Duration::ZERO } else { Duration::from_millis(100) };
             let Some(frame) = self.hub.take(timeout) else {
@@ -141,9 +151,6 @@ impl DetectWorker {
             {
                 status.skipped_idle.fetch_add(1, Ordering::Relaxed);
                 continue;
-            }
-            if let Some(slot) = &self.trial {
-                Running::poll(slot, &mut trial);
             }
             let filter = &filters[camera];
             let step = trial.as_mut().map_or(Step::Skip, Running::step);
@@ -191,12 +198,6 @@ impl DetectWorker {
                     let n = self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     log_detect_error(n, &e);
                 }
-            }
-            if let Some(promoted) = Running::finish(&mut trial) {
-                // Between two frames: this one was the old model's, the next is the new one's.
-                detector = promoted;
-                filters = filters_for(&detector);
-                let _ = self.state.send(DetectorState::Ready { provider: detector.provider() });
             }
         }
         tracing::debug!("detector stopped");
