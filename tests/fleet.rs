@@ -251,26 +251,27 @@ fn forged_install_commands_install_nothing() {
     assert_eq!(r["ok"], false, "{r}");
 }
 
+/// A device for the service tests: file slots (A holds a factory image), and a config with `[ota]`, MQTT on
+/// the lab's broker and `body` (cameras, more tables) before `[ota]`. Returns (its folder, config, slot B).
+fn service_box(lab: &Lab, body: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let d = lab.path("box");
+    std::fs::create_dir_all(&d).unwrap();
+    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
+    std::fs::write(&slot_a, data(64 << 10, 40)).unwrap();
+    let config = config(&d, &format!("backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n", slot_a.display(), slot_b.display()));
+    let text =
+        std::fs::read_to_string(&config).unwrap().replacen("[ota]", &format!("[mqtt]\nurl = \"{}\"\nhealth_interval_s = 1\n{body}\n[ota]", lab.broker), 1);
+    std::fs::write(&config, text).unwrap();
+    (d, config, slot_b)
+}
+
 /// The service itself answers `cmd/ota` (through the publisher's command hook): a forged bundle installs
 /// nothing, a signed one is installed into the inactive slot and waits for the next boot.
 #[test]
 fn the_service_answers_ota_commands_through_the_verified_install() {
     let _serial = common::serial();
     let lab = Lab::new();
-    let d = lab.path("box");
-    std::fs::create_dir_all(&d).unwrap();
-    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
-    std::fs::write(&slot_a, data(64 << 10, 40)).unwrap();
-    let config = config(&d, &format!("backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n", slot_a.display(), slot_b.display()));
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "[ota]",
-        &format!(
-            "[mqtt]\nurl = \"{}\"\nhealth_interval_s = 1\n[[camera]]\nid = \"yard\"\nsource = \"test://ball?width=320&height=240&fps=10\"\ndetect_fps = 2\n[ota]",
-            lab.broker
-        ),
-        1,
-    );
-    std::fs::write(&config, text).unwrap();
+    let (d, config, slot_b) = service_box(&lab, "[[camera]]\nid = \"yard\"\nsource = \"test://ball?width=320&height=240&fps=10\"\ndetect_fps = 2");
     let img = d.join("rootfs");
     std::fs::write(&img, data(200_000, 7)).unwrap();
     bundle(&lab.path("bundles/forged.bundle"), "perch-test", "5.0.0", &[("rootfs", &img)], None, CHUNK);
@@ -330,24 +331,14 @@ fn the_service_answers_ota_commands_through_the_verified_install() {
 fn the_service_tries_model_releases_in_shadow_and_promotes_only_a_good_one() {
     let _serial = common::serial();
     let lab = Lab::new();
-    let d = lab.path("box");
-    std::fs::create_dir_all(&d).unwrap();
-    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
-    std::fs::write(&slot_a, data(64 << 10, 40)).unwrap();
-    let config = config(&d, &format!("backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n", slot_a.display(), slot_b.display()));
     // The test box's two cores are shared: latency noise there exceeds 10 %, so that limit is loosened
     // here (the unit tests of detect::shadow check it exactly); agreement and errors are as in production.
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "[ota]",
-        &format!(
-            "[mqtt]\nurl = \"{}\"\nhealth_interval_s = 1\n[[camera]]\nid = \"street\"\nsource = \"file://{}\"\nloop_file = true\ndetect_fps = 5\nlabels = [\"person\"]\n\
-             [detector.trial]\nsample_every = 1\nframes = 10\nmin_frames = 5\ntimeout_s = 60\nmax_latency_increase = 2.0\n[ota]",
-            lab.broker,
-            common::media("pedestrians-720p-gop1s.mp4").display()
-        ),
-        1,
+    let camera = format!(
+        "[[camera]]\nid = \"street\"\nsource = \"file://{}\"\nloop_file = true\ndetect_fps = 5\nlabels = [\"person\"]\n\
+         [detector.trial]\nsample_every = 1\nframes = 10\nmin_frames = 5\ntimeout_s = 60\nmax_latency_increase = 2.0",
+        common::media("pedestrians-720p-gop1s.mp4").display()
     );
-    std::fs::write(&config, text).unwrap();
+    let (d, config, _) = service_box(&lab, &camera);
     let models = lab.path("models");
     std::fs::create_dir_all(&models).unwrap();
     let model_bundle = |name: &str, version: &str, flip: Option<(usize, usize)>, key: Option<u32>| -> (String, String) {
@@ -435,22 +426,12 @@ fn the_service_tries_model_releases_in_shadow_and_promotes_only_a_good_one() {
 fn a_model_trial_without_frames_is_rejected_at_its_timeout() {
     let _serial = common::serial();
     let lab = Lab::new();
-    let d = lab.path("box");
-    std::fs::create_dir_all(&d).unwrap();
-    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
-    std::fs::write(&slot_a, data(64 << 10, 40)).unwrap();
-    let config = config(&d, &format!("backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n", slot_a.display(), slot_b.display()));
     let dead = free_port();
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "[ota]",
-        &format!(
-            "[mqtt]\nurl = \"{}\"\nhealth_interval_s = 1\n[[camera]]\nid = \"gate\"\nsource = \"rtsp://127.0.0.1:{dead}/none\"\nreconnect_initial_s = 1\nreconnect_max_s = 1\n\
-             [detector.trial]\nframes = 10\nmin_frames = 5\ntimeout_s = 10\n[ota]",
-            lab.broker
-        ),
-        1,
+    let camera = format!(
+        "[[camera]]\nid = \"gate\"\nsource = \"rtsp://127.0.0.1:{dead}/none\"\nreconnect_initial_s = 1\nreconnect_max_s = 1\n\
+         [detector.trial]\nframes = 10\nmin_frames = 5\ntimeout_s = 10"
     );
-    std::fs::write(&config, text).unwrap();
+    let (d, config, _) = service_box(&lab, &camera);
     let models = lab.path("models");
     std::fs::create_dir_all(&models).unwrap();
     let toml = common::candidate_model(&models, "copy", None);
