@@ -44,6 +44,8 @@ pub struct TrialOutcome {
     pub verdict: ShadowVerdict,
     /// The candidate now serves.
     pub promoted: bool,
+    /// Ended by [`TrialSlot::abort`], not by a verdict.
+    pub aborted: bool,
 }
 
 /// Where the service's detection loop picks up a trial, and how far it got.
@@ -108,14 +110,10 @@ impl Running {
             return;
         }
         if slot.abort.swap(false, Ordering::Relaxed) {
-            if let Some(r) = current.take() {
-                let verdict = r.verdict_with("aborted by a command: the current model stays".into());
-                let _ = r.trial.report.try_send(TrialOutcome { version: r.trial.version.clone(), verdict, promoted: false });
-            }
-            if let Some(t) = slot.offered.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                let r = Running::new(t);
-                let verdict = r.verdict_with("aborted by a command before it started".into());
-                let _ = r.trial.report.try_send(TrialOutcome { version: r.trial.version.clone(), verdict, promoted: false });
+            let offered = slot.offered.lock().unwrap_or_else(|e| e.into_inner()).take();
+            for t in current.take().map(|r| r.trial).into_iter().chain(offered) {
+                tracing::warn!(version = %t.version, "model trial: aborted by a command; the current model stays");
+                let _ = t.report.try_send(TrialOutcome { version: t.version, verdict: ShadowVerdict::default(), promoted: false, aborted: true });
             }
             slot.pending.store(false, Ordering::Relaxed);
             return;
@@ -193,7 +191,7 @@ impl Running {
             true => tracing::warn!(%version, disagreement = verdict.disagreement, "model trial: the candidate is promoted and now serves"),
             false => tracing::warn!(%version, reasons = ?verdict.reasons, "model trial: the candidate is rejected; the current model stays"),
         }
-        let _ = report.try_send(TrialOutcome { version, verdict, promoted });
+        let _ = report.try_send(TrialOutcome { version, verdict, promoted, aborted: false });
         promoted.then_some(candidate)
     }
 }

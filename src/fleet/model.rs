@@ -341,13 +341,13 @@ impl ModelUpdater {
                         ..Default::default()
                     }
                 });
-                let (me, url, version) = (self.clone(), url.clone(), version.clone());
+                let (me, url, started) = (self.clone(), url.clone(), version.clone());
                 let spawned = std::thread::Builder::new().name("model-trial".into()).spawn(move || {
-                    let result = me.try_release(&ota, &url, &sha, &version, cancel);
+                    let result = me.try_release(&ota, &url, &sha, &started, cancel);
                     *me.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     if let Err(e) = result {
-                        tracing::warn!(%version, "model release failed: {e}");
-                        let _ = std::fs::remove_dir_all(me.dir.join(&version));
+                        tracing::warn!(version = %started, "model release failed: {e}");
+                        let _ = std::fs::remove_dir_all(me.dir.join(&started));
                         me.update(|r| {
                             r.phase = TrialPhase::Failed;
                             r.error = Some(e);
@@ -356,7 +356,7 @@ impl ModelUpdater {
                     }
                 });
                 match spawned {
-                    Ok(_) => serde_json::json!({ "ok": true, "started": true, "version": self.record.lock().unwrap_or_else(|e| e.into_inner()).version }),
+                    Ok(_) => serde_json::json!({ "ok": true, "started": true, "version": version }),
                     Err(e) => {
                         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
                         fail(format!("cannot start the model trial thread: {e}"))
@@ -421,6 +421,10 @@ impl ModelUpdater {
         self.update(|r| r.phase = TrialPhase::Shadow);
         // Progress reaches `…/model/state` with each health tick; the end comes on the channel.
         let outcome = outcome.recv().map_err(|_| "the trial was cut short: perch stopped during it; send the command again".to_string())?;
+        if outcome.aborted {
+            // Not a verdict: the same release may be tried again later.
+            return Err("aborted by a command; the current model stays".into());
+        }
         let old = self.current.lock().unwrap_or_else(|e| e.into_inner()).0.clone();
         if outcome.promoted {
             *self.current.lock().unwrap_or_else(|e| e.into_inner()) = (version.to_string(), m.name.clone());
