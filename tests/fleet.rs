@@ -420,10 +420,11 @@ fn the_service_tries_model_releases_in_shadow_and_promotes_only_a_good_one() {
     );
 }
 
-/// A trial that gets no frames (the camera is down) ends at its timeout with a rejection that says so, and
-/// the current model serves on; an `abort` with nothing running is answered as such.
+/// A trial that gets no frames (the camera is down) can be aborted, which is no verdict: the same release
+/// is tried again on request. Left alone, it ends at its timeout with a rejection that says so. The
+/// current model serves on throughout.
 #[test]
-fn a_model_trial_without_frames_is_rejected_at_its_timeout() {
+fn a_model_trial_can_be_aborted_and_without_frames_is_rejected_at_its_timeout() {
     let _serial = common::serial();
     let lab = Lab::new();
     let dead = free_port();
@@ -444,15 +445,25 @@ fn a_model_trial_without_frames_is_rejected_at_its_timeout() {
 
     assert_eq!(command_to(&lab, "ota-box", "model", serde_json::json!({"op":"abort"}))["aborted"], false);
     let install = serde_json::json!({"op":"install","url":format!("{}/copy.bundle", lab.http),"bundle_sha256":sha256(&path),"version":"2"});
-    assert_eq!(command_to(&lab, "ota-box", "model", install)["started"], true);
     let last = |out: &[common::Line]| out.last().and_then(|l| serde_json::from_str::<serde_json::Value>(l.text.split_once(' ')?.1).ok());
-    assert!(
-        state_sub.wait_for(Duration::from_secs(60), |out, _| last(out).is_some_and(|s| s["phase"] == "rejected")),
-        "{:?}\n{}",
-        last(&state_sub.stdout()),
-        service.stderr_text()
-    );
-    let s = last(&state_sub.stdout()).unwrap();
+    let wait_phase = |phase: &str| {
+        let seen = state_sub.wait_for(Duration::from_secs(60), |out, _| last(out).is_some_and(|s| s["phase"] == phase));
+        assert!(seen, "no {phase}: {:?}\n{}", last(&state_sub.stdout()), service.stderr_text());
+        last(&state_sub.stdout()).unwrap()
+    };
+
+    // Aborted while in shadow: failed, deleted, and not a verdict.
+    assert_eq!(command_to(&lab, "ota-box", "model", install.clone())["started"], true);
+    wait_phase("shadow");
+    assert_eq!(command_to(&lab, "ota-box", "model", serde_json::json!({"op":"abort"}))["aborted"], true);
+    let s = wait_phase("failed");
+    assert!(s["error"].as_str().unwrap().contains("aborted"), "{s}");
+    assert_eq!(s["current"]["version"], "configured", "{s}");
+    assert!(!d.join("state/models/2").exists(), "an aborted candidate is deleted");
+
+    // The same release again: tried again, and at its timeout rejected for want of frames.
+    assert_eq!(command_to(&lab, "ota-box", "model", install)["started"], true);
+    let s = wait_phase("rejected");
     assert!(s["verdict"]["reasons"][0].as_str().unwrap().contains("only 0 frames were compared"), "{s}");
     assert_eq!(s["current"]["version"], "configured", "{s}");
     assert!(!d.join("state/models/2").exists(), "the candidate is deleted");
