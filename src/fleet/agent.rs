@@ -6,7 +6,6 @@
 //! install of the bundle (by SHA-256) that is already installing, installed, on trial, committed or rolled
 //! back is not started again: an MQTT redelivery, a replay or a resumed rollout changes nothing.
 
-use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -62,10 +61,8 @@ struct Memory {
     last_version: Option<String>,
     last_error: Option<String>,
     /// Recent command ids with the reply each got, oldest first.
-    seen: VecDeque<(String, serde_json::Value)>,
+    seen: super::Answered,
 }
-
-const SEEN: usize = 256;
 
 /// Runs after an install finished (ok or not), with the command's `reboot`: the service restarts into the
 /// new release, the simulator reboots and runs its health gate.
@@ -129,19 +126,12 @@ impl Agent {
             }
         };
         let mut m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(id) = cmd.id()
-            && let Some((_, reply)) = m.seen.iter().find(|(seen, _)| seen == id)
-        {
-            let mut r = reply.clone();
-            r["duplicate"] = true.into();
-            return r;
+        if let Some(reply) = cmd.id().and_then(|id| m.seen.replay(id)) {
+            return reply;
         }
         let reply = self.execute(&cmd, &mut m);
         if let Some(id) = cmd.id() {
-            m.seen.push_back((id.to_string(), reply.clone()));
-            while m.seen.len() > SEEN {
-                m.seen.pop_front();
-            }
+            m.seen.remember(id, &reply);
         }
         self.save(&m);
         drop(m);

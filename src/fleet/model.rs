@@ -13,7 +13,6 @@
 //! or rejected is not tried again (one that failed to download or load is). A trial cut short by a
 //! restart is recorded as failed, so the command can simply be sent again.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -89,7 +88,7 @@ struct Record {
     error: Option<String>,
     /// Recent command ids with the reply each got, oldest first.
     #[serde(default)]
-    seen: VecDeque<(String, serde_json::Value)>,
+    seen: super::Answered,
 }
 
 /// The promoted model that serves instead of the configured one (`models/active.json`).
@@ -102,8 +101,6 @@ pub struct Active {
     pub promoted: String,
     pub verdict: ShadowVerdict,
 }
-
-const SEEN: usize = 256;
 
 /// Called whenever the state changed, so it is published at once.
 pub type OnChange = Arc<dyn Fn() + Send + Sync>;
@@ -266,22 +263,12 @@ impl ModelUpdater {
                 return serde_json::json!({ "ok": false, "error": format!("bad model command ({e}): send {{\"op\":\"install\",\"url\":…,\"bundle_sha256\":…,\"version\":…}} or {{\"op\":\"abort\"}}") });
             }
         };
-        if let Some(id) = cmd.id() {
-            let r = self.record.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, reply)) = r.seen.iter().find(|(seen, _)| seen == id) {
-                let mut reply = reply.clone();
-                reply["duplicate"] = true.into();
-                return reply;
-            }
+        if let Some(reply) = cmd.id().and_then(|id| self.record.lock().unwrap_or_else(|e| e.into_inner()).seen.replay(id)) {
+            return reply;
         }
         let reply = self.execute(&cmd);
         if let Some(id) = cmd.id() {
-            self.update(|r| {
-                r.seen.push_back((id.to_string(), reply.clone()));
-                while r.seen.len() > SEEN {
-                    r.seen.pop_front();
-                }
-            });
+            self.update(|r| r.seen.remember(id, &reply));
         }
         reply
     }
