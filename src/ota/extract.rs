@@ -14,8 +14,8 @@ use std::sync::atomic::AtomicBool;
 use sha2::{Digest, Sha256};
 
 use super::OtaError;
-use super::bundle::{Header, Keyring, Manifest, digest_matches, hex, read_full};
-use super::install::Tap;
+use super::bundle::{Header, Keyring, Manifest};
+use super::install::{Tap, check_release, expect_end, read_chunk};
 
 /// What the bundle must be.
 #[derive(Debug, Clone, Default)]
@@ -35,17 +35,7 @@ pub fn extract(source: &mut dyn Read, keyring: &Keyring, expect: &Expect, dest: 
     header.verify(keyring)?;
     let m = header.manifest;
     m.check()?;
-    if let Some(v) = &expect.version
-        && *v != m.version
-    {
-        return Err(OtaError::Refused(format!("the command names release {v} but the bundle holds {}: check the bundle URL", m.version)));
-    }
-    if m.compatible != expect.compatible {
-        return Err(OtaError::Refused(format!(
-            "the bundle is for {:?} but this device is {:?} (ota.compatible): use the bundle built for this device",
-            m.compatible, expect.compatible
-        )));
-    }
+    check_release(&m, &expect.compatible, expect.version.as_deref())?;
     let part = PathBuf::from(format!("{}.part", dest.display()));
     let io = |what: &str, p: &Path, e: std::io::Error| OtaError::Io(format!("cannot {what} {}: {e}", p.display()));
     if part.exists() {
@@ -61,30 +51,16 @@ pub fn extract(source: &mut dyn Read, keyring: &Keyring, expect: &Expect, dest: 
             }
             let mut f = File::create(&path).map_err(|e| io("create", &path, e))?;
             let mut left = img.size;
-            for (i, expected) in img.chunks.iter().enumerate() {
+            for i in 0..img.chunks.len() {
                 let n = left.min(m.chunk_size as u64) as usize;
-                let got = read_full(&mut r, &mut buf[..n]).map_err(|e| OtaError::Io(format!("cannot read the bundle: {e}: check the source and retry")))?;
-                if got < n {
-                    return Err(OtaError::Bundle(format!("the bundle is truncated in image {}: download it again", img.name)));
-                }
-                if !digest_matches(&Sha256::digest(&buf[..n]), expected) {
-                    return Err(OtaError::Bundle(format!("image {} chunk {i} does not match the signed manifest: the bundle is corrupt", img.name)));
-                }
+                read_chunk(&mut r, &mut buf[..n], img, i, m.chunk_size)?;
                 f.write_all(&buf[..n]).map_err(|e| io("write", &path, e))?;
                 left -= n as u64;
             }
             f.sync_all().map_err(|e| io("sync", &path, e))?;
         }
-        let mut extra = [0u8; 1];
-        if read_full(&mut r, &mut extra).map_err(|e| OtaError::Io(format!("cannot read the bundle: {e}")))? != 0 {
-            return Err(OtaError::Bundle("the bundle has data after its last image: it is corrupt; download it again".into()));
-        }
-        if let Some(want) = &expect.sha256 {
-            let got = hex(&std::mem::take(&mut r.hasher).finalize());
-            if !got.eq_ignore_ascii_case(want.trim()) {
-                return Err(OtaError::Bundle(format!("the bundle's SHA-256 is {got}, not the {want} the command names: the server holds another file")));
-            }
-        }
+        expect_end(&mut r)?;
+        r.check_sha(expect.sha256.as_deref())?;
         let manifest = serde_json::to_vec_pretty(&m).expect("manifest serializes");
         super::state::write_atomic(&part.join("bundle.json"), &manifest)?;
         if dest.exists() {
@@ -107,7 +83,7 @@ pub fn extract(source: &mut dyn Read, keyring: &Keyring, expect: &Expect, dest: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ota::bundle::{ImageSource, build};
+    use crate::ota::bundle::{ImageSource, build, hex};
     use ed25519_dalek::SigningKey;
 
     fn key(n: u8) -> SigningKey {

@@ -15,7 +15,7 @@ use std::sync::{Arc, mpsc};
 
 use sha2::{Digest, Sha256};
 
-use super::bundle::{Header, Keyring, Manifest, digest_matches, read_full};
+use super::bundle::{Header, Image, Keyring, Manifest, digest_matches, read_full};
 use super::state::Event;
 use super::{BackendKind, Ota, OtaError, Slot, compare_versions};
 
@@ -50,6 +50,60 @@ impl Read for Tap<'_> {
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
+}
+
+impl Tap<'_> {
+    /// Checks the SHA-256 of everything read so far against the one a command names, if it names one.
+    pub(super) fn check_sha(&mut self, want: Option<&str>) -> Result<(), OtaError> {
+        let Some(want) = want else { return Ok(()) };
+        let got = super::bundle::hex(&std::mem::take(&mut self.hasher).finalize());
+        if !got.eq_ignore_ascii_case(want.trim()) {
+            return Err(OtaError::Bundle(format!("the bundle's SHA-256 is {got}, not the {want} the command names: the server holds another file")));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a verified manifest against the release a command names and the device type.
+pub(super) fn check_release(m: &Manifest, compatible: &str, version: Option<&str>) -> Result<(), OtaError> {
+    if let Some(v) = version
+        && v != m.version
+    {
+        return Err(OtaError::Refused(format!("the command names release {v} but the bundle holds {}: check the rollout's bundle URL", m.version)));
+    }
+    if m.compatible != compatible {
+        return Err(OtaError::Refused(format!(
+            "the bundle is for {:?} but this device is {:?} (ota.compatible): install the bundle built for this device",
+            m.compatible, compatible
+        )));
+    }
+    Ok(())
+}
+
+/// Reads chunk `i` of `img` into `buf` (the chunk's length) and checks it against the signed manifest.
+pub(super) fn read_chunk(r: &mut dyn Read, buf: &mut [u8], img: &Image, i: usize, chunk_size: u32) -> Result<(), OtaError> {
+    let got = read_full(r, buf).map_err(|e| OtaError::Io(format!("cannot read the bundle: {e}: check the source and retry")))?;
+    if got < buf.len() {
+        return Err(OtaError::Bundle(format!(
+            "the bundle is truncated: image {} ended after {} of {} bytes; download it again",
+            img.name,
+            i as u64 * chunk_size as u64 + got as u64,
+            img.size
+        )));
+    }
+    if !digest_matches(&Sha256::digest(&*buf), &img.chunks[i]) {
+        return Err(OtaError::Bundle(format!("image {} chunk {i} does not match the signed manifest: the bundle is corrupt; download it again", img.name)));
+    }
+    Ok(())
+}
+
+/// After the last image nothing may follow. A read error here (a cancel, a dropped connection) fails too.
+pub(super) fn expect_end(r: &mut dyn Read) -> Result<(), OtaError> {
+    let mut extra = [0u8; 1];
+    if read_full(r, &mut extra).map_err(|e| OtaError::Io(format!("cannot read the bundle: {e}")))? != 0 {
+        return Err(OtaError::Bundle("the bundle has data after its last image: it is corrupt; download it again".into()));
+    }
+    Ok(())
 }
 
 /// Buffers in flight between the reader and the writer.
@@ -134,17 +188,7 @@ impl Ota {
         let key = header.verify(&keyring)?;
         let m = &header.manifest;
         m.check()?;
-        if let Some(v) = &opts.expect_version
-            && *v != m.version
-        {
-            return Err(OtaError::Refused(format!("the command names release {v} but the bundle holds {}: check the rollout's bundle URL", m.version)));
-        }
-        if m.compatible != self.cfg.compatible {
-            return Err(OtaError::Refused(format!(
-                "the bundle is for {:?} but this device is {:?} (ota.compatible): install the bundle built for this device",
-                m.compatible, self.cfg.compatible
-            )));
-        }
+        check_release(m, &self.cfg.compatible, opts.expect_version.as_deref())?;
         let running = self.running_version()?;
         if compare_versions(&m.version, &running).is_lt() && !opts.allow_downgrade {
             return Err(OtaError::Refused(format!("release {} is older than the running {running}: pass --allow-downgrade to install it anyway", m.version)));
@@ -174,15 +218,7 @@ impl Ota {
         self.backend.write(&flags.begin_install(target))?;
         self.transition(start, &format!("installing {} into slot {target}", m.version))?;
 
-        let mut result = self.write_payload(&mut r, m, target, progress);
-        if result.is_ok()
-            && let Some(want) = &opts.expect_sha256
-        {
-            let got = super::bundle::hex(&std::mem::take(&mut r.hasher).finalize());
-            if !got.eq_ignore_ascii_case(want.trim()) {
-                result = Err(OtaError::Bundle(format!("the bundle's SHA-256 is {got}, not the {want} the command names: the server holds another file")));
-            }
-        }
+        let result = self.write_payload(&mut r, m, target, progress).and_then(|_| r.check_sha(opts.expect_sha256.as_deref()));
         if let Err(e) = result {
             self.transition(Event::InstallFailed { reason: e.to_string() }, &format!("install failed: {e}"))?;
             return Err(e);
@@ -226,7 +262,7 @@ impl Ota {
                     return Ok(()); // the writer failed: its error is reported below
                 }
                 let mut left = img.size;
-                for (i, expected) in img.chunks.iter().enumerate() {
+                for i in 0..img.chunks.len() {
                     let n = left.min(chunk as u64) as usize;
                     let mut buf = match back_rx.try_recv() {
                         Ok(b) => b,
@@ -237,21 +273,7 @@ impl Ota {
                         Err(_) => back_rx.recv().unwrap_or_else(|_| Vec::with_capacity(chunk)),
                     };
                     buf.resize(n, 0);
-                    let got = read_full(r, &mut buf).map_err(|e| OtaError::Io(format!("cannot read the bundle: {e}: check the source and retry")))?;
-                    if got < n {
-                        return Err(OtaError::Bundle(format!(
-                            "the bundle is truncated: image {} ended after {} of {} bytes; download it again",
-                            img.name,
-                            img.size - left + got as u64,
-                            img.size
-                        )));
-                    }
-                    if !digest_matches(&Sha256::digest(&buf), expected) {
-                        return Err(OtaError::Bundle(format!(
-                            "image {} chunk {i} does not match the signed manifest: the bundle is corrupt; download it again",
-                            img.name
-                        )));
-                    }
+                    read_chunk(r, &mut buf, img, i, m.chunk_size)?;
                     left -= n as u64;
                     if writes {
                         written += n as u64;
@@ -269,12 +291,7 @@ impl Ota {
                     return Ok(());
                 }
             }
-            let mut extra = [0u8; 1];
-            // A read error here (a cancel, a dropped connection) fails the install like any other.
-            if read_full(r, &mut extra).map_err(|e| OtaError::Io(format!("cannot read the bundle: {e}")))? != 0 {
-                return Err(OtaError::Bundle("the bundle has data after its last image: it is corrupt; download it again".into()));
-            }
-            Ok(())
+            expect_end(r)
         })();
         drop(tx);
         let write_result = writer.join().unwrap_or_else(|_| Err(OtaError::Io("the slot writer panicked".into())));
