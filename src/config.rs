@@ -102,11 +102,13 @@ impl Config {
 
     /// Parses TOML text; on error returns the dotted key path and the message.
     pub fn parse(text: &str) -> Result<Self, (String, String)> {
-        let de = toml::Deserializer::parse(text).map_err(|e| ("(syntax)".to_string(), e.to_string().trim().to_string()))?;
+        // Error excerpts quote the config (the offending line, a bad value): secrets in them are masked.
+        let mask = crate::util::secret::mask_config_text;
+        let de = toml::Deserializer::parse(text).map_err(|e| ("(syntax)".to_string(), mask(e.to_string().trim())))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { "(top level)".to_string() } else { key };
-            (key, e.into_inner().message().trim().to_string())
+            (key, mask(e.into_inner().message().trim()))
         })
     }
 

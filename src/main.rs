@@ -250,10 +250,14 @@ enum BundleCommand {
         key: PathBuf,
         bundle: PathBuf,
     },
-    /// Check a bundle's signature (with --keyring) and every payload hash.
+    /// Check a bundle's signature against a keyring and every payload hash.
     Verify {
-        #[arg(long)]
+        /// The trusted public keys (a `*.pub` file or a folder of them), as on the device.
+        #[arg(long, required_unless_present = "no_keyring", conflicts_with = "no_keyring")]
         keyring: Option<PathBuf>,
+        /// Check only the payload hashes: the signature is not checked, and the bundle is not trusted.
+        #[arg(long)]
+        no_keyring: bool,
         bundle: PathBuf,
     },
     /// Print a bundle's manifest and signers.
@@ -307,6 +311,16 @@ fn main() -> ExitCode {
     // `perch ota` logs its state transitions with their reasons (the journal keeps them under systemd).
     let quiet = !matches!(cli.command, Command::Run { .. } | Command::Ota(_) | Command::Fleet(FleetCommand::Serve { .. }));
     perch::logging::init(if quiet { "warn" } else { "info" });
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`perch fleet status --json | head -2`) would
+    // panic. The command-line tools end quietly there, as Unix tools do; the long-running servers keep
+    // ignoring it (their sockets report a closed peer as an error instead).
+    let server = matches!(cli.command, Command::Run { .. } | Command::Fleet(FleetCommand::Serve { .. } | FleetCommand::Simulate { .. }));
+    if !server {
+        // SAFETY: restoring the default disposition of one signal, before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -388,7 +402,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     perch::ota::bundle::sign(&bundle, &perch::ota::bundle::load_signing_key(&key)?)?;
                     println!("{}: signed", bundle.display());
                 }
-                BundleCommand::Verify { keyring, bundle } => app::ota::verify(&bundle, keyring.as_deref())?,
+                BundleCommand::Verify { keyring, bundle, .. } => app::ota::verify(&bundle, keyring.as_deref())?,
                 BundleCommand::Info { bundle } => app::ota::info(&bundle)?,
             }
             Ok(ExitCode::SUCCESS)

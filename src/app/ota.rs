@@ -37,7 +37,8 @@ pub fn build(out: &Path, compatible: &str, version: &str, chunk_size: u32, image
 
 pub fn info(path: &Path) -> anyhow::Result<()> {
     let mut f = std::io::BufReader::new(std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?);
-    let h = bundle::Header::read(&mut f)?;
+    // Shown, not trusted: `perch bundle verify --keyring` checks the signature.
+    let h = bundle::Header::read(&mut f)?.parse_unverified()?;
     let m = &h.manifest;
     println!("compatible: {}\nversion:    {}\ncreated:    {}\nchunk size: {}", m.compatible, m.version, m.created, m.chunk_size);
     for img in &m.images {
@@ -66,7 +67,12 @@ pub fn verify(path: &Path, keyring: Option<&Path>) -> anyhow::Result<()> {
         Some(k) => {
             println!("{}: ok ({} {}, signed by trusted key {})", path.display(), h.manifest.compatible, h.manifest.version, bundle::key_id(k.as_bytes()))
         }
-        None => println!("{}: payload ok ({} {}); signature not checked: pass --keyring", path.display(), h.manifest.compatible, h.manifest.version),
+        None => println!(
+            "{}: payload ok ({} {}); signature NOT checked (--no-keyring): check it with --keyring before trusting the bundle",
+            path.display(),
+            h.manifest.compatible,
+            h.manifest.version
+        ),
     }
     Ok(())
 }

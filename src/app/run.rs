@@ -21,7 +21,7 @@ use crate::detect::worker::{DetectStats, DetectWorker, FrameDetections};
 use crate::detect::{Detection, DetectorState, ModelManifest};
 use crate::events::publisher::{CommandFn, HealthFn, Publisher, PublisherStats};
 use crate::events::schema::{EventMessage, event_id, rfc3339};
-use crate::events::{Outbox, OutboxStats};
+use crate::events::{Outbox, OutboxStats, StoreStats};
 use crate::fleet::agent::Agent;
 use crate::fleet::model::ModelUpdater;
 use crate::record::clip::Snapshot;
@@ -151,6 +151,7 @@ pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
         let cancel = cancel.clone();
         tasks.spawn_blocking(move || worker.run(cancel));
     }
+    let store_stats = Arc::new(StoreStats::default());
     let live = Arc::new(crate::health::Live::new(config.cameras.iter().map(|c| c.id.clone()).collect()));
     let events = EventStage {
         device_id: config.device_id.clone(),
@@ -165,6 +166,8 @@ pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
         snapshots: HashMap::new(),
         record_stats: record_stats.clone(),
         live: live.clone(),
+        unstored: Default::default(),
+        store_stats: store_stats.clone(),
     };
     // The publisher drains the outbox once nothing can add to it: after the output stage, and after the
     // recorder (its clip messages) when there is one. The recorder stops when every sender is gone.
@@ -197,9 +200,11 @@ pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
         let fleet = config.ota.as_ref().map(|c| Agent::for_service(Arc::new(crate::ota::Ota::open(c, &config.state_dir)), restart, Some(on_change)));
         let health: HealthFn = {
             let (statuses, state_rx, outbox, stats, pstats) = (statuses.clone(), state_rx.clone(), outbox.clone(), stats.clone(), publisher_stats.clone());
-            let (device_id, record_stats, fleet, models) = (config.device_id.clone(), record_stats.clone(), fleet.clone(), models.clone());
+            let (device_id, record_stats, fleet, models, store) =
+                (config.device_id.clone(), record_stats.clone(), fleet.clone(), models.clone(), store_stats.clone());
             Arc::new(move || {
                 let mut h = health_snapshot(&device_id, &statuses, &state_rx.borrow(), &stats, outbox.stats(), &pstats, &record_stats);
+                h["events_store"] = serde_json::json!({ "held": store.held.load(std::sync::atomic::Ordering::Relaxed), "dropped": store.dropped_total(), "failing": store.failing() });
                 if let Some(agent) = &fleet {
                     h["ota"] = agent.state();
                 }
@@ -245,6 +250,7 @@ pub async fn run(mut config: Config, opts: RunOptions) -> anyhow::Result<()> {
         detector: state_rx.clone(),
         detect: stats.clone(),
         outbox: outbox.clone(),
+        store: store_stats.clone(),
         mqtt: config.mqtt.is_some().then(|| publisher_stats.clone()),
         record: record_stats.clone(),
         ota: crate::ota::health::status_fn(&config),
@@ -365,27 +371,39 @@ struct EventStage {
     record_stats: Arc<RecordStats>,
     /// The status page's pictures and recent events.
     live: Arc<crate::health::Live>,
+    /// Events the outbox could not store yet, oldest first, with their ids (at most [`MAX_UNSTORED`]).
+    unstored: std::collections::VecDeque<(String, crate::track::TrackEvent)>,
+    store_stats: Arc<StoreStats>,
 }
+
+/// Events held in memory while the outbox cannot store them (about 1 KB each).
+const MAX_UNSTORED: usize = 2048;
 
 impl EventStage {
     fn store(&mut self, events: &[crate::track::TrackEvent]) {
-        if events.is_empty() {
+        // Each event with its id: the same for an object's new, updates and end.
+        for e in events {
+            let id = self.ids.entry((e.camera, e.track_id)).or_insert_with(|| event_id(self.run_id, &self.cameras[e.camera].0, e.track_id, e.start)).clone();
+            if e.kind == EventKind::End {
+                self.ids.remove(&(e.camera, e.track_id));
+            }
+            self.request_clip(id.clone(), e);
+            self.unstored.push_back((id, e.clone()));
+        }
+        self.store_unstored();
+    }
+
+    /// Stores what waits, in order, in one batch. When the outbox cannot (the disk is full or failing),
+    /// the events wait in memory and are tried again with the next frame; past [`MAX_UNSTORED`] the
+    /// oldest are dropped, counted by reason, and readiness says why.
+    fn store_unstored(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.unstored.is_empty() {
             return;
         }
-        // Each event with its id: the same for an object's new, updates and end.
-        let items: Vec<(String, &crate::track::TrackEvent)> = events
-            .iter()
-            .map(|e| {
-                let id =
-                    self.ids.entry((e.camera, e.track_id)).or_insert_with(|| event_id(self.run_id, &self.cameras[e.camera].0, e.track_id, e.start)).clone();
-                if e.kind == EventKind::End {
-                    self.ids.remove(&(e.camera, e.track_id));
-                }
-                (id, e)
-            })
-            .collect();
         let (device, cameras, recording) = (&self.device_id, &self.cameras, &self.recording);
-        let stored = self.outbox.append_batch(&items, |seq, (id, e)| {
+        let items = self.unstored.make_contiguous();
+        let stored = self.outbox.append_batch(items, |seq, (id, e)| {
             let (camera, zones) = &cameras[e.camera];
             let mut msg = EventMessage::new(seq, id, device, camera, zones, e);
             if e.kind == EventKind::End && recording[e.camera].is_some() {
@@ -401,13 +419,27 @@ impl EventStage {
                     self.live.event(e, seq, id);
                     tracing::info!(camera = %self.cameras[e.camera].0, seq, kind = ?e.kind, label = %e.label, track = e.track_id, "event");
                 }
+                self.unstored.clear();
+                if self.store_stats.failing().is_some() {
+                    tracing::warn!("the event outbox stores again; the events held meanwhile are stored");
+                    self.store_stats.set_failing(None);
+                }
                 self.wake.notify_one();
             }
-            Err(e) => tracing::error!(events = events.len(), "events could not be stored: {e}"),
+            Err(e) => {
+                if self.store_stats.failing().is_none() {
+                    tracing::error!(held = self.unstored.len(), "events could not be stored: {e}; they are held in memory (up to {MAX_UNSTORED}) and retried");
+                }
+                self.store_stats.set_failing(Some(e.to_string()));
+                let over = self.unstored.len().saturating_sub(MAX_UNSTORED);
+                if over > 0 {
+                    self.unstored.drain(..over);
+                    self.store_stats.dropped[0].fetch_add(over as u64, Relaxed);
+                    tracing::error!(dropped = over, "the outbox still cannot store: the oldest held events were dropped");
+                }
+            }
         }
-        for (id, e) in items {
-            self.request_clip(id, e);
-        }
+        self.store_stats.held.store(self.unstored.len() as u64, Relaxed);
     }
 
     /// `new`: the recorder keeps the camera's segments from the pre-roll on; `end`: it makes the clip.
@@ -451,6 +483,10 @@ impl EventStage {
         }
         let events = self.trackers[camera].events().to_vec();
         self.store(&events);
+        // Events held while the disk was full are retried with every frame, not only with new events.
+        if events.is_empty() {
+            self.store_unstored();
+        }
         if self.recording[camera].is_some() {
             let tracker = &self.trackers[camera];
             self.snapshots.retain(|&(c, id), _| c != camera || tracker.has(id));
@@ -483,6 +519,11 @@ impl EventStage {
         for i in 0..self.trackers.len() {
             let events = self.trackers[i].finish().to_vec();
             self.store(&events);
+        }
+        let left = self.unstored.len() as u64;
+        if left > 0 {
+            self.store_stats.dropped[1].fetch_add(left, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(events = left, "stopping while the outbox cannot store: these events are lost");
         }
         if let Err(e) = self.outbox.flush() {
             tracing::error!("{e}");

@@ -40,6 +40,15 @@ pub struct MqttConfig {
     pub health_interval_s: f64,
     /// Events published and not yet acknowledged at most.
     pub max_inflight: u16,
+    /// The largest MQTT packet perch sends. The health snapshot is summarised to fit (a box with hundreds
+    /// of cameras); any other message that would not fit is dropped and counted, never sent to break the
+    /// connection.
+    pub max_packet_bytes: usize,
+    /// The largest MQTT packet perch accepts from the broker. A bigger one makes the client drop the
+    /// connection (it cannot be skipped), so this is well above the command limit.
+    pub max_incoming_bytes: usize,
+    /// Commands larger than this are refused with an error reply.
+    pub max_command_bytes: usize,
 }
 
 impl Default for MqttConfig {
@@ -56,6 +65,9 @@ impl Default for MqttConfig {
             keep_alive_s: 30,
             health_interval_s: 30.0,
             max_inflight: 64,
+            max_packet_bytes: 256 << 10,
+            max_incoming_bytes: 4 << 20,
+            max_command_bytes: 64 << 10,
         }
     }
 }
@@ -89,6 +101,18 @@ impl MqttConfig {
         }
         if !(1..=1000).contains(&self.max_inflight) {
             p.push(Problem::new(format!("{key}.max_inflight"), format!("{} is out of range: use 1..=1000", self.max_inflight)));
+        }
+        if !((16 << 10)..=(256 << 20)).contains(&self.max_packet_bytes) {
+            p.push(Problem::new(format!("{key}.max_packet_bytes"), format!("{} is out of range: use 16 KiB (16384) to 256 MiB", self.max_packet_bytes)));
+        }
+        if !((1 << 10)..=(16 << 20)).contains(&self.max_command_bytes) {
+            p.push(Problem::new(format!("{key}.max_command_bytes"), format!("{} is out of range: use 1 KiB (1024) to 16 MiB", self.max_command_bytes)));
+        }
+        if !(self.max_command_bytes..=(256 << 20)).contains(&self.max_incoming_bytes) {
+            p.push(Problem::new(
+                format!("{key}.max_incoming_bytes"),
+                format!("{} is out of range: use at least max_command_bytes ({}) and at most 256 MiB", self.max_incoming_bytes, self.max_command_bytes),
+            ));
         }
         p
     }

@@ -203,6 +203,13 @@ impl Outbox {
         Ok(())
     }
 
+    /// Disk space the outbox may need at its bound (sled's log holds up to about twice the payload,
+    /// plus its own files): what other writers on the same disk must leave free. Recording keeps its
+    /// free-space watermark at least this high, so video can never take the room events need.
+    pub fn reserve_bytes(&self) -> u64 {
+        2 * self.max_bytes + (16 << 20)
+    }
+
     pub fn stats(&self) -> OutboxStats {
         let st = self.state();
         OutboxStats { depth: st.sizes.len() as u64, bytes: st.bytes, evicted: st.evicted, next_seq: st.next_seq }

@@ -145,6 +145,9 @@ impl Agent {
         let fail = |e: String| serde_json::json!({ "ok": false, "error": e });
         match cmd {
             OtaCommand::Install { url, bundle_sha256, version, reboot, .. } => {
+                if let Err(e) = crate::ota::install::check_remote_source(url) {
+                    return fail(e.to_string());
+                }
                 let same = m.last_sha256.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(bundle_sha256));
                 let phase = match self.ota.load_state() {
                     Ok(s) => s.phase,

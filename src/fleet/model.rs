@@ -291,6 +291,9 @@ impl ModelUpdater {
                 let Some(ota) = self.ota.clone() else {
                     return fail("model updates need the [ota] section (its keyring decides which bundles are trusted): configure it".into());
                 };
+                if let Err(e) = crate::ota::install::check_remote_source(url) {
+                    return fail(e.to_string());
+                }
                 if !valid_version(version) {
                     return fail(format!("version {version:?} cannot name a model folder: use letters, digits and . _ - + (at most 64)"));
                 }
@@ -358,7 +361,7 @@ impl ModelUpdater {
         let keyring = crate::ota::bundle::Keyring::load(&ota.keyring).map_err(|e| e.to_string())?;
         let dest = self.dir.join(version);
         let expect = crate::ota::extract::Expect { compatible: ota.compatible.clone(), sha256: Some(sha.to_string()), version: Some(version.to_string()) };
-        let mut source = crate::ota::install::open_source(url, ota.ca_file.as_deref()).map_err(|e| e.to_string())?;
+        let mut source = crate::ota::install::open_source(url, ota.ca_file.as_deref(), ota.download_stall()).map_err(|e| e.to_string())?;
         let manifest = crate::ota::extract::extract(&mut *source, &keyring, &expect, &dest, Some(cancel.clone())).map_err(|e| e.to_string())?;
         let tomls: Vec<_> = manifest.images.iter().filter(|i| !i.name.contains('/') && i.name.ends_with(".toml")).collect();
         let [toml] = tomls[..] else {

@@ -102,9 +102,37 @@ pub fn render(h: &Handles) -> String {
     let _ = writeln!(o, "perch_outbox_bytes {}", ob.bytes);
     family(&mut o, "perch_outbox_evicted_total", "counter", "Events evicted from a full outbox (never delivered).");
     let _ = writeln!(o, "perch_outbox_evicted_total {}", ob.evicted);
+    family(&mut o, "perch_events_held", "gauge", "Events waiting in memory because the outbox cannot store them (disk full or failing).");
+    let _ = writeln!(o, "perch_events_held {}", h.store.held.load(Relaxed));
+    family(&mut o, "perch_events_dropped_total", "counter", "Events lost before the outbox stored them, by reason.");
+    for (reason, v) in crate::events::DROP_REASONS.iter().zip(&h.store.dropped) {
+        let _ = writeln!(o, "perch_events_dropped_total{{reason=\"{reason}\"}} {}", v.load(Relaxed));
+    }
     if let Some(m) = &h.mqtt {
         family(&mut o, "perch_mqtt_connected", "gauge", "1 while connected to the broker.");
         let _ = writeln!(o, "perch_mqtt_connected {}", u8::from(m.connected.load(Relaxed)));
+        family(&mut o, "perch_mqtt_connects_total", "counter", "Connections made to the broker.");
+        let _ = writeln!(o, "perch_mqtt_connects_total {}", m.connects.load(Relaxed));
+        family(
+            &mut o,
+            "perch_mqtt_messages_dropped_total",
+            "counter",
+            "Messages perch did not send, by reason (too_large: over mqtt.max_packet_bytes; queue_full).",
+        );
+        for (reason, v) in [("too_large", &m.dropped_too_large), ("queue_full", &m.dropped_queue_full)] {
+            let _ = writeln!(o, "perch_mqtt_messages_dropped_total{{reason=\"{reason}\"}} {}", v.load(Relaxed));
+        }
+        family(
+            &mut o,
+            "perch_mqtt_commands_ignored_total",
+            "counter",
+            "Commands not acted on, by reason (too_large: refused with an error reply; retained: a broker replay).",
+        );
+        for (reason, v) in [("too_large", &m.refused_too_large), ("retained", &m.ignored_retained)] {
+            let _ = writeln!(o, "perch_mqtt_commands_ignored_total{{reason=\"{reason}\"}} {}", v.load(Relaxed));
+        }
+        family(&mut o, "perch_mqtt_health_summarised_total", "counter", "Health snapshots summarised to fit mqtt.max_packet_bytes.");
+        let _ = writeln!(o, "perch_mqtt_health_summarised_total {}", m.health_summarised.load(Relaxed));
     }
 
     let r = &h.record;

@@ -225,6 +225,8 @@ pub struct Handles {
     pub detector: watch::Receiver<DetectorState>,
     pub detect: Arc<DetectStats>,
     pub outbox: Arc<Outbox>,
+    /// Events the outbox could not store.
+    pub store: Arc<crate::events::StoreStats>,
     /// Set when a broker is configured.
     pub mqtt: Option<Arc<PublisherStats>>,
     pub record: Arc<RecordStats>,
@@ -260,6 +262,14 @@ impl Handles {
             DetectorState::Failed { error } => f.push(format!("detector failed: {error}")),
             DetectorState::Loading => f.push("detector loading".into()),
             DetectorState::BuildingEngine => f.push("detector building its TensorRT engine".into()),
+        }
+        if let Some(e) = self.store.failing() {
+            f.push(format!(
+                "events cannot be stored ({e}): {} held in memory, {} dropped; free space on {}",
+                self.store.held.load(Relaxed),
+                self.store.dropped_total(),
+                self.state_dir.display()
+            ));
         }
         f
     }

@@ -38,9 +38,12 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 const REBIND_DELAY: Duration = Duration::from_secs(10);
 /// Connections served at once; more are closed on accept, so stuck clients cannot use up file descriptors.
 const MAX_CONNECTIONS: usize = 32;
-/// A connection on which nothing moves for this long is closed (hyper has no timer under `axum::serve`, so
-/// neither slow request headers nor idle keep-alive connections would ever time out otherwise).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections admitted beyond that, each with a short request deadline, so `/health` still answers while
+/// slow clients hold every regular slot.
+const RESERVE_CONNECTIONS: usize = 8;
+/// Deadlines of a connection (hyper has no timer under `axum::serve`, so neither slow request headers nor
+/// idle keep-alive connections would ever time out otherwise).
+const TIMEOUTS: Timeouts = Timeouts { request: Duration::from_secs(10), reserve_request: Duration::from_secs(2), write_stall: Duration::from_secs(30) };
 
 struct Server {
     h: Handles,
@@ -83,7 +86,7 @@ async fn run(addr: SocketAddr, server: Arc<Server>, cancel: CancellationToken) {
     let serve = async {
         let listener = loop {
             match TcpListener::bind(addr).await {
-                Ok(inner) => break Limited::new(inner, MAX_CONNECTIONS, IDLE_TIMEOUT),
+                Ok(inner) => break Limited::new(inner, MAX_CONNECTIONS, RESERVE_CONNECTIONS, TIMEOUTS),
                 Err(e) => {
                     tracing::error!(
                         "http: cannot listen on {addr}: {e} (is another process using the port? change [http] listen); retrying in {} s",
@@ -156,29 +159,52 @@ async fn metrics_text(State(s): State<Arc<Server>>) -> Response {
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render(&s.h)).into_response()
 }
 
-/// The status page and its data are for people on the box (camera pictures are private).
-fn loopback(peer: &SocketAddr) -> Option<Response> {
-    (!peer.ip().to_canonical().is_loopback()).then(|| {
-        (StatusCode::FORBIDDEN, "the status page is served to loopback clients only: use an SSH tunnel (ssh -L 8080:127.0.0.1:8080 <box>)\n").into_response()
+/// The status page and its data are for people on the box (camera pictures are private): loopback clients
+/// only, and only under a loopback name. A page from another site that a browser on the box (or at the far
+/// end of an `ssh -L` tunnel) opens under a rebound DNS name reaches 127.0.0.1 too, but says its own name in
+/// `Host:`, so it is refused.
+fn loopback(peer: &SocketAddr, headers: &HeaderMap) -> Option<Response> {
+    if !peer.ip().to_canonical().is_loopback() {
+        return Some(
+            (StatusCode::FORBIDDEN, "the status page is served to loopback clients only: use an SSH tunnel (ssh -L 8080:127.0.0.1:8080 <box>)\n")
+                .into_response(),
+        );
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    (!loopback_host(host)).then(|| {
+        (StatusCode::MISDIRECTED_REQUEST, "the status page answers only as localhost, 127.0.0.1 or [::1]: open http://127.0.0.1:<port>/\n").into_response()
     })
 }
 
-async fn page_html(ConnectInfo(Peer(peer)): ConnectInfo<Peer>) -> Response {
-    if let Some(r) = loopback(&peer) {
+/// `localhost`, `127.0.0.1` or `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (name.starts_with('[') || !name.contains(':')) =>
+        {
+            name
+        }
+        _ => host,
+    };
+    ["localhost", "127.0.0.1", "[::1]"].iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+async fn page_html(ConnectInfo(Peer(peer)): ConnectInfo<Peer>, headers: HeaderMap) -> Response {
+    if let Some(r) = loopback(&peer, &headers) {
         return r;
     }
     Html(page::HTML).into_response()
 }
 
-async fn page_data(State(s): State<Arc<Server>>, ConnectInfo(Peer(peer)): ConnectInfo<Peer>) -> Response {
-    if let Some(r) = loopback(&peer) {
+async fn page_data(State(s): State<Arc<Server>>, ConnectInfo(Peer(peer)): ConnectInfo<Peer>, headers: HeaderMap) -> Response {
+    if let Some(r) = loopback(&peer, &headers) {
         return r;
     }
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(s.h.page_data())).into_response()
 }
 
-async fn frame(State(s): State<Arc<Server>>, ConnectInfo(Peer(peer)): ConnectInfo<Peer>, Path(camera): Path<String>) -> Response {
-    if let Some(r) = loopback(&peer) {
+async fn frame(State(s): State<Arc<Server>>, ConnectInfo(Peer(peer)): ConnectInfo<Peer>, headers: HeaderMap, Path(camera): Path<String>) -> Response {
+    if let Some(r) = loopback(&peer, &headers) {
         return r;
     }
     let Some(i) = s.h.live.cameras().iter().position(|c| *c == camera) else {
@@ -202,16 +228,30 @@ impl Connected<IncomingStream<'_, Limited>> for Peer {
     }
 }
 
-/// A TCP listener that serves at most [`MAX_CONNECTIONS`] at once and closes idle connections.
+/// How long a connection may take to send a whole request (from its accept, or from the end of its last
+/// response). Bytes do not extend it, so a client trickling one header line at a time is closed anyway.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    request: Duration,
+    /// The same for a connection admitted into the reserve (every regular slot was taken): real clients
+    /// send a request at once, so a short deadline keeps the reserve free for them.
+    reserve_request: Duration,
+    /// A response the client stops reading for this long is abandoned.
+    write_stall: Duration,
+}
+
+/// A TCP listener that serves at most `max` connections at once plus a few in reserve, and closes
+/// connections that do not send a request in time.
 struct Limited {
     inner: TcpListener,
     permits: Arc<Semaphore>,
-    idle: Duration,
+    reserve: Arc<Semaphore>,
+    timeouts: Timeouts,
 }
 
 impl Limited {
-    fn new(inner: TcpListener, max: usize, idle: Duration) -> Self {
-        Self { inner, permits: Arc::new(Semaphore::new(max)), idle }
+    fn new(inner: TcpListener, max: usize, reserve: usize, timeouts: Timeouts) -> Self {
+        Self { inner, permits: Arc::new(Semaphore::new(max)), reserve: Arc::new(Semaphore::new(reserve)), timeouts }
     }
 }
 
@@ -222,10 +262,17 @@ impl Listener for Limited {
     async fn accept(&mut self) -> (Guarded, SocketAddr) {
         loop {
             let (stream, addr) = Listener::accept(&mut self.inner).await;
-            match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => return (Guarded { stream, _permit: permit, timeout: self.idle, idle: Box::pin(tokio::time::sleep(self.idle)) }, addr),
-                Err(_) => tracing::debug!(%addr, "http: too many connections open; closing a new one"),
-            }
+            let (permit, request) = match self.permits.clone().try_acquire_owned() {
+                Ok(p) => (p, self.timeouts.request),
+                Err(_) => match self.reserve.clone().try_acquire_owned() {
+                    Ok(p) => (p, self.timeouts.reserve_request),
+                    Err(_) => {
+                        tracing::debug!(%addr, "http: too many connections open; closing a new one");
+                        continue;
+                    }
+                },
+            };
+            return (Guarded::new(stream, permit, request, self.timeouts.write_stall), addr);
         }
     }
 
@@ -234,33 +281,54 @@ impl Listener for Limited {
     }
 }
 
-/// A connection holding its slot until closed, failing with `TimedOut` once idle for [`IDLE_TIMEOUT`].
+/// A connection holding its slot until closed. Reading fails with `TimedOut` once the request deadline
+/// passes (restarted only when a response is written, never by bytes read); writing fails once the client
+/// has taken nothing for `write_stall`. Either error makes hyper close the connection.
 struct Guarded {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
-    timeout: Duration,
-    idle: Pin<Box<tokio::time::Sleep>>,
+    request: Duration,
+    write_stall: Duration,
+    read_deadline: Pin<Box<tokio::time::Sleep>>,
+    write_deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Guarded {
-    /// Progress restarts the idle clock; waiting past it is an error, which makes hyper close the connection.
-    fn idle_check<T>(&mut self, cx: &mut Context<'_>, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
-        match r {
-            Poll::Ready(v) => {
-                self.idle.as_mut().reset(tokio::time::Instant::now() + self.timeout);
-                Poll::Ready(v)
-            }
-            Poll::Pending if self.idle.as_mut().poll(cx).is_ready() => Poll::Ready(Err(std::io::ErrorKind::TimedOut.into())),
-            Poll::Pending => Poll::Pending,
+    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, request: Duration, write_stall: Duration) -> Self {
+        Self {
+            stream,
+            _permit: permit,
+            request,
+            write_stall,
+            read_deadline: Box::pin(tokio::time::sleep(request)),
+            write_deadline: Box::pin(tokio::time::sleep(write_stall)),
         }
+    }
+
+    /// A response went out: the client has a new request deadline, and the write stall clock restarts.
+    fn wrote(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.read_deadline.as_mut().reset(now + self.request);
+        self.write_deadline.as_mut().reset(now + self.write_stall);
+    }
+}
+
+fn timed_out<T>(deadline: Pin<&mut tokio::time::Sleep>, cx: &mut Context<'_>, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+    match r {
+        Poll::Pending if deadline.poll(cx).is_ready() => Poll::Ready(Err(std::io::ErrorKind::TimedOut.into())),
+        r => r,
     }
 }
 
 impl AsyncRead for Guarded {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        // A read that finds data is served even past the deadline only if it came in time: check first.
+        if this.read_deadline.is_elapsed() {
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
         let r = Pin::new(&mut this.stream).poll_read(cx, buf);
-        this.idle_check(cx, r)
+        timed_out(this.read_deadline.as_mut(), cx, r)
     }
 }
 
@@ -268,13 +336,16 @@ impl AsyncWrite for Guarded {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_write(cx, buf);
-        this.idle_check(cx, r)
+        if matches!(r, Poll::Ready(Ok(_))) {
+            this.wrote();
+        }
+        timed_out(this.write_deadline.as_mut(), cx, r)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_flush(cx);
-        this.idle_check(cx, r)
+        timed_out(this.write_deadline.as_mut(), cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -297,37 +368,81 @@ mod tests {
 
     #[test]
     fn the_page_is_for_loopback_clients_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
         for ok in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
-            assert!(loopback(&ok.parse().unwrap()).is_none(), "{ok} refused");
+            assert!(loopback(&ok.parse().unwrap(), &headers).is_none(), "{ok} refused");
         }
         for remote in ["10.1.2.3:5000", "192.168.0.9:80", "[2001:db8::1]:443"] {
-            assert_eq!(loopback(&remote.parse().unwrap()).map(|r| r.status()), Some(StatusCode::FORBIDDEN), "{remote} served");
+            assert_eq!(loopback(&remote.parse().unwrap(), &headers).map(|r| r.status()), Some(StatusCode::FORBIDDEN), "{remote} served");
+        }
+    }
+
+    #[test]
+    fn the_page_answers_only_under_a_loopback_name() {
+        for ok in ["localhost", "localhost:8080", "LOCALHOST:1", "127.0.0.1", "127.0.0.1:8080", "[::1]", "[::1]:8080"] {
+            assert!(loopback_host(ok), "{ok} refused");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:8080",
+            "127.0.0.2",
+            "::1",
+            "[::1]x",
+            "localhost:",
+            "localhost:80a",
+        ] {
+            assert!(!loopback_host(bad), "{bad} accepted");
         }
     }
 
     #[tokio::test]
-    async fn connections_are_capped_and_idle_ones_closed() {
+    async fn connections_are_capped_and_slow_ones_closed() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = inner.local_addr().unwrap();
         let app = Router::new().route("/health", get(|| async { "ok\n" }));
-        tokio::spawn(async move { axum::serve(Limited::new(inner, 1, Duration::from_millis(300)), app).await });
-        let eof_within = |mut c: TcpStream, t: Duration| async move {
+        let timeouts = Timeouts { request: Duration::from_millis(600), reserve_request: Duration::from_millis(300), write_stall: Duration::from_secs(5) };
+        tokio::spawn(async move { axum::serve(Limited::new(inner, 1, 1, timeouts), app).await });
+        async fn eof_within(c: &mut TcpStream, t: Duration) -> bool {
             let mut buf = [0u8; 64];
             matches!(tokio::time::timeout(t, c.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+        }
+        let get = |mut c: TcpStream| async move {
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+            let mut answer = String::new();
+            tokio::time::timeout(Duration::from_secs(3), c.read_to_string(&mut answer)).await.unwrap().unwrap();
+            answer
         };
-        // The one slot: an idle connection holds it...
-        let first = TcpStream::connect(addr).await.unwrap();
+        // The one regular slot: a client trickling a header line every 100 ms holds it...
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // ...so a second one is closed at once, while the first is still open.
-        let second = TcpStream::connect(addr).await.unwrap();
-        assert!(eof_within(second, Duration::from_millis(200)).await, "a connection over the cap was served");
-        // The idle one is closed after the idle timeout, and the slot serves again.
-        assert!(eof_within(first, Duration::from_secs(3)).await, "an idle connection was kept open");
-        let mut third = TcpStream::connect(addr).await.unwrap();
-        third.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-        let mut answer = String::new();
-        tokio::time::timeout(Duration::from_secs(3), third.read_to_string(&mut answer)).await.unwrap().unwrap();
+        // ...so a second client is served from the reserve, at once.
+        let answer = get(TcpStream::connect(addr).await.unwrap()).await;
         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"), "{answer}");
+        // With the regular slot and the reserve both held, a third is closed on accept.
+        let mut reserve_holder = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        assert!(eof_within(&mut third, Duration::from_millis(200)).await, "a connection over the cap was served");
+        // The reserve's short deadline frees it first; the trickling client is closed at its deadline,
+        // although its bytes keep coming.
+        assert!(eof_within(&mut reserve_holder, Duration::from_millis(600)).await, "a reserve connection outlived its deadline");
+        let started = tokio::time::Instant::now();
+        let closed = loop {
+            if slow.write_all(b"X-Slow: 1\r\n").await.is_err() || eof_within(&mut slow, Duration::from_millis(100)).await {
+                break true;
+            }
+            if started.elapsed() > Duration::from_secs(3) {
+                break false;
+            }
+        };
+        assert!(closed, "a client trickling header lines was kept open past the request deadline");
+        let answer = get(TcpStream::connect(addr).await.unwrap()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 }

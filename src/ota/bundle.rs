@@ -76,9 +76,22 @@ impl Manifest {
         if self.images.is_empty() {
             return bad("the manifest lists no image".into());
         }
+        if !valid_compatible(&self.compatible) {
+            return bad(format!("compatible {:?} is not a device type: use letters, digits, '.', '_' and '-' (what ota.compatible says)", self.compatible));
+        }
+        if let Err(e) = super::version::Version::parse(&self.version) {
+            return bad(e);
+        }
+        let mut names = std::collections::HashSet::new();
         for img in &self.images {
             if !valid_image_name(&img.name) {
                 return bad(format!("image name {:?} is not a plain relative path", img.name));
+            }
+            if RESERVED_NAMES.contains(&img.name.as_str()) {
+                return bad(format!("image name {:?} is reserved (perch writes it beside the images): rename the image", img.name));
+            }
+            if !names.insert(img.name.as_str()) {
+                return bad(format!("image name {:?} appears twice: every image needs its own name", img.name));
             }
             if img.chunks.len() as u64 != img.size.div_ceil(self.chunk_size as u64) {
                 return bad(format!("image {} lists {} chunks for {} bytes", img.name, img.chunks.len(), img.size));
@@ -88,12 +101,31 @@ impl Manifest {
     }
 }
 
+/// Names an image may not take: the file perch writes beside the images of a slot or model folder.
+const RESERVED_NAMES: &[&str] = &["bundle.json"];
+
+/// A device type: 1 to 64 letters, digits, `.`, `_` or `-`.
+pub fn valid_compatible(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// A relative path without `..`, empty or hidden components (it becomes a file name in app mode).
 pub fn valid_image_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && !name.starts_with('/') && name.split('/').all(|c| !c.is_empty() && !c.starts_with('.'))
 }
 
-/// The parsed head of a bundle: manifest, its signed bytes, and the signature entries.
+/// The head of a bundle as read, before anything in it is believed: the signed bytes and the signature
+/// entries. The manifest inside is parsed only after a signature over those bytes was checked
+/// ([`RawHeader::verify`]), so an unsigned or forged head costs its bytes and nothing more; tools that only
+/// show a bundle say so by calling [`RawHeader::parse_unverified`].
+#[derive(Debug, Clone)]
+pub struct RawHeader {
+    /// Bytes `0..12+M`: what signatures cover.
+    pub signed: Vec<u8>,
+    pub signatures: Vec<([u8; 32], [u8; 64])>,
+}
+
+/// A bundle head whose manifest was parsed.
 #[derive(Debug, Clone)]
 pub struct Header {
     pub manifest: Manifest,
@@ -104,7 +136,7 @@ pub struct Header {
 
 impl Header {
     /// Reads the head of a bundle from a stream (no seeking: works on HTTP bodies and pipes).
-    pub fn read(r: &mut impl Read) -> Result<Self, OtaError> {
+    pub fn read(r: &mut impl Read) -> Result<RawHeader, OtaError> {
         let mut head = [0u8; 12];
         read_exact(r, &mut head, "its header")?;
         if &head[..8] != MAGIC {
@@ -121,13 +153,26 @@ impl Header {
         read_exact(r, &mut block, "its signature block")?;
         let signatures =
             block.chunks_exact(SIG_ENTRY).filter(|e| e.iter().any(|b| *b != 0)).map(|e| (e[..32].try_into().unwrap(), e[32..].try_into().unwrap())).collect();
-        let manifest: Manifest =
-            serde_json::from_slice(&signed[12..]).map_err(|e| OtaError::Bundle(format!("the manifest is not valid ({e}): the bundle is corrupt")))?;
-        Ok(Self { manifest, signed, signatures })
+        Ok(RawHeader { signed, signatures })
+    }
+}
+
+impl RawHeader {
+    /// Checks that a key of `keyring` signed these bytes, then parses the manifest. The message says what
+    /// to do in each case.
+    pub fn verify(self, keyring: &Keyring) -> Result<(Header, VerifyingKey), OtaError> {
+        let key = self.check_signature(keyring)?;
+        Ok((self.parse_unverified()?, key))
     }
 
-    /// Checks that a key of `keyring` signed this bundle. The message says what to do in each case.
-    pub fn verify(&self, keyring: &Keyring) -> Result<VerifyingKey, OtaError> {
+    /// Parses the manifest without checking any signature: for showing a bundle, never for installing it.
+    pub fn parse_unverified(self) -> Result<Header, OtaError> {
+        let manifest: Manifest =
+            serde_json::from_slice(&self.signed[12..]).map_err(|e| OtaError::Bundle(format!("the manifest is not valid ({e}): the bundle is corrupt")))?;
+        Ok(Header { manifest, signed: self.signed, signatures: self.signatures })
+    }
+
+    fn check_signature(&self, keyring: &Keyring) -> Result<VerifyingKey, OtaError> {
         if self.signatures.is_empty() {
             return Err(OtaError::Signature("the bundle is not signed: sign it with `perch bundle sign --key KEY BUNDLE`".into()));
         }
@@ -346,7 +391,9 @@ pub fn build(out: &Path, compatible: &str, version: &str, chunk_size: u32, image
 pub fn sign(bundle: &Path, key: &SigningKey) -> Result<(), OtaError> {
     let io = |e: std::io::Error| OtaError::Io(format!("cannot sign {}: {e}", bundle.display()));
     let mut f = std::fs::OpenOptions::new().read(true).write(true).open(bundle).map_err(io)?;
-    let header = Header::read(&mut std::io::BufReader::new(&mut f))?;
+    // The signer vouches for the manifest: it must be one this perch would install.
+    let header = Header::read(&mut std::io::BufReader::new(&mut f))?.parse_unverified()?;
+    header.manifest.check()?;
     let pk = key.verifying_key();
     let index = header.signatures.iter().position(|(k, _)| k == pk.as_bytes()).unwrap_or(header.signatures.len());
     if index >= SIG_SLOTS {
@@ -364,8 +411,11 @@ pub fn sign(bundle: &Path, key: &SigningKey) -> Result<(), OtaError> {
 pub fn verify(bundle: &Path, keyring: Option<&Keyring>) -> Result<(Header, Option<VerifyingKey>), OtaError> {
     let f = File::open(bundle).map_err(|e| OtaError::Io(format!("cannot read {}: {e}", bundle.display())))?;
     let mut r = std::io::BufReader::with_capacity(1 << 20, f);
-    let header = Header::read(&mut r)?;
-    let key = keyring.map(|k| header.verify(k)).transpose()?;
+    let raw = Header::read(&mut r)?;
+    let (header, key) = match keyring {
+        Some(k) => raw.verify(k).map(|(h, key)| (h, Some(key)))?,
+        None => (raw.parse_unverified()?, None),
+    };
     header.manifest.check()?;
     let mut buf = vec![0u8; header.manifest.chunk_size as usize];
     for img in &header.manifest.images {

@@ -61,6 +61,9 @@ pub struct OtaConfig {
     pub reboot_command: Vec<String>,
     /// HTTPS downloads: CA certificates (PEM) of the update server, instead of the built-in Mozilla roots.
     pub ca_file: Option<PathBuf>,
+    /// A download during which the server sends nothing for this long fails (the slot stays unbootable),
+    /// and a cancelled install waiting on such a server ends within it.
+    pub download_stall_s: f64,
 }
 
 impl Default for OtaConfig {
@@ -85,6 +88,7 @@ impl Default for OtaConfig {
             nvbootctrl: PathBuf::from("nvbootctrl"),
             reboot_command: vec!["systemctl".into(), "reboot".into()],
             ca_file: None,
+            download_stall_s: 60.0,
         }
     }
 }
@@ -106,6 +110,11 @@ impl OtaConfig {
         for p in [&mut self.state_dir, &mut self.fw_env_config, &mut self.ca_file].into_iter().flatten() {
             abs(p);
         }
+    }
+
+    /// The longest silence of an update server within a download.
+    pub fn download_stall(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.download_stall_s)
     }
 
     pub fn validate(&self, key: &str) -> Vec<Problem> {
@@ -131,6 +140,12 @@ impl OtaConfig {
         }
         if !(self.health_timeout_s > self.health_window_s && self.health_timeout_s.is_finite()) {
             p.push(Problem::new(format!("{key}.health_timeout_s"), "must be longer than health_window_s, or no trial could ever pass"));
+        }
+        if !(1.0..=3600.0).contains(&self.download_stall_s) {
+            p.push(Problem::new(format!("{key}.download_stall_s"), format!("{} is out of range: use 1..=3600 seconds", self.download_stall_s)));
+        }
+        if !self.compatible.is_empty() && !super::bundle::valid_compatible(&self.compatible) {
+            p.push(Problem::new(format!("{key}.compatible"), format!("{:?}: use letters, digits, '.', '_' and '-' only", self.compatible)));
         }
         if !self.golden_image.as_os_str().is_empty() && self.golden_labels.is_empty() {
             p.push(Problem::new(format!("{key}.golden_labels"), "golden_image is set: list the labels the detector must find in it"));

@@ -31,8 +31,7 @@ pub struct Expect {
 /// Verifies the bundle read from `source` and writes its images as files under `dest`.
 pub fn extract(source: &mut dyn Read, keyring: &Keyring, expect: &Expect, dest: &Path, cancel: Option<Arc<AtomicBool>>) -> Result<Manifest, OtaError> {
     let mut r = Tap { inner: source, hasher: Sha256::new(), cancel };
-    let header = Header::read(&mut r)?;
-    header.verify(keyring)?;
+    let (header, _) = Header::read(&mut r)?.verify(keyring)?;
     let m = header.manifest;
     m.check()?;
     check_release(&m, &expect.compatible, expect.version.as_deref())?;

@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 
 use super::bundle::{Header, Image, Keyring, Manifest, digest_matches, read_full};
 use super::state::Event;
-use super::{BackendKind, Ota, OtaError, Slot, compare_versions};
+use super::version::Version;
+use super::{BackendKind, Ota, OtaError, Slot};
 
 #[derive(Debug, Clone, Default)]
 pub struct InstallOptions {
@@ -114,19 +115,35 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 const PROGRESS_STEP: u64 = 64 << 20;
 
 const HTTP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Longest silence of the server within a download.
-const HTTP_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether `source` names a download (`http://` or `https://`).
+fn is_url(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// Checks a source that a remote command names: only an `http://` or `https://` URL. A device never opens
+/// a local path (or a FIFO, or `/proc/…`) because a message said so, and the error does not say whether
+/// such a path exists.
+pub fn check_remote_source(source: &str) -> Result<(), OtaError> {
+    match url::Url::parse(source) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        _ => Err(OtaError::Refused(format!(
+            "{:?} is not an http:// or https:// URL: a command may only name a bundle on an update server (serve it with `perch fleet serve DIR`)",
+            crate::util::mask_uri(source)
+        ))),
+    }
+}
 
 /// Opens `-` (stdin), an `http://`/`https://` URL, or a file. `ca_file`: the CAs an HTTPS server must be
-/// signed by (default: the built-in Mozilla roots).
-pub fn open_source(source: &str, ca_file: Option<&Path>) -> Result<Box<dyn Read + Send>, OtaError> {
+/// signed by (default: the built-in Mozilla roots); `stall`: the longest silence of the server.
+pub fn open_source(source: &str, ca_file: Option<&Path>, stall: std::time::Duration) -> Result<Box<dyn Read + Send>, OtaError> {
     if source == "-" {
         return Ok(Box::new(std::io::stdin()));
     }
-    if source.starts_with("http://") || source.starts_with("https://") {
+    if is_url(source) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         // A stalled server must fail the install (the slot stays unbootable), not hang it forever.
-        let mut config = ureq::Agent::config_builder().timeout_connect(Some(HTTP_CONNECT_TIMEOUT)).timeout_per_read(Some(HTTP_READ_TIMEOUT));
+        let mut config = ureq::Agent::config_builder().timeout_connect(Some(HTTP_CONNECT_TIMEOUT)).timeout_per_read(Some(stall));
         if let Some(ca) = ca_file {
             config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::Specific(Arc::new(load_certs(ca)?))).build());
         }
@@ -170,7 +187,7 @@ enum Op {
 impl Ota {
     /// Installs the bundle at `source` into the inactive slot. `progress(written, total)` is called per chunk.
     pub fn install(&self, source: &str, opts: &InstallOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<Manifest, OtaError> {
-        let mut r = open_source(source, self.cfg.ca_file.as_deref())?;
+        let mut r = open_source(source, self.cfg.ca_file.as_deref(), self.cfg.download_stall())?;
         self.install_from(&mut *r, opts, progress)
     }
 
@@ -183,16 +200,13 @@ impl Ota {
             return Err(OtaError::Refused("another install is running: wait for it to finish".into()));
         }
         let mut r = Tap { inner: source, hasher: Sha256::new(), cancel: opts.cancel.clone() };
-        let header = Header::read(&mut r)?;
+        let raw = Header::read(&mut r)?;
         let keyring = Keyring::load(&self.cfg.keyring)?;
-        let key = header.verify(&keyring)?;
+        let (header, key) = raw.verify(&keyring)?;
         let m = &header.manifest;
         m.check()?;
         check_release(m, &self.cfg.compatible, opts.expect_version.as_deref())?;
-        let running = self.running_version()?;
-        if compare_versions(&m.version, &running).is_lt() && !opts.allow_downgrade {
-            return Err(OtaError::Refused(format!("release {} is older than the running {running}: pass --allow-downgrade to install it anyway", m.version)));
-        }
+        self.check_downgrade(m, opts.allow_downgrade)?;
         let booted = self.backend.booted()?;
         let target = opts.slot.unwrap_or(booted.other());
         if target == booted {
@@ -218,7 +232,7 @@ impl Ota {
         self.backend.write(&flags.begin_install(target))?;
         self.transition(start, &format!("installing {} into slot {target}", m.version))?;
 
-        let result = self.write_payload(&mut r, m, target, progress).and_then(|_| r.check_sha(opts.expect_sha256.as_deref()));
+        let result = self.write_payload(&mut r, m, target, opts.cancel.as_deref(), progress).and_then(|_| r.check_sha(opts.expect_sha256.as_deref()));
         if let Err(e) = result {
             self.transition(Event::InstallFailed { reason: e.to_string() }, &format!("install failed: {e}"))?;
             return Err(e);
@@ -230,7 +244,31 @@ impl Ota {
         Ok(m.clone())
     }
 
-    fn write_payload(&self, r: &mut dyn Read, m: &Manifest, slot: Slot, progress: &mut dyn FnMut(u64, u64)) -> Result<(), OtaError> {
+    /// Refuses a release older than the running one (unless allowed). A running version that does not
+    /// parse (a release from before the version grammar) cannot be compared: it never blocks an update.
+    fn check_downgrade(&self, m: &Manifest, allow: bool) -> Result<(), OtaError> {
+        let new = Version::parse(&m.version).map_err(|e| OtaError::Bundle(format!("{e}: rebuild the bundle with such a version")))?;
+        let running = self.running_version()?;
+        match Version::parse(&running) {
+            Ok(current) if new < current && !allow => {
+                Err(OtaError::Refused(format!("release {} is older than the running {running}: pass --allow-downgrade to install it anyway", m.version)))
+            }
+            Ok(_) => Ok(()),
+            Err(_) => {
+                tracing::warn!(running = %running, new = %m.version, "ota: the running release's version is not a release version; installing without a downgrade check");
+                Ok(())
+            }
+        }
+    }
+
+    fn write_payload(
+        &self,
+        r: &mut dyn Read,
+        m: &Manifest,
+        slot: Slot,
+        cancel: Option<&AtomicBool>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), OtaError> {
         let app = self.cfg.backend == BackendKind::App;
         let dest = self.slot_path(slot);
         if app {
@@ -244,10 +282,11 @@ impl Ota {
         let (tx, rx) = mpsc::sync_channel::<Op>(BUFFERS);
         let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
         let writer = std::thread::Builder::new().name("ota-writer".into()).spawn(move || write_loop(rx, back_tx)).expect("spawn the writer thread");
-        let mut allocated = 0;
+        let mut pool = Pool { spare: Vec::new(), allocated: 0, capacity: m.chunk_size as usize };
         let mut written = 0u64;
         let mut saved = 0u64;
         let chunk = m.chunk_size as usize;
+        let cancel = cancel.unwrap_or(&NOT_CANCELLED);
         let read_result = (|| -> Result<(), OtaError> {
             for img in &m.images {
                 let target = match app {
@@ -264,27 +303,23 @@ impl Ota {
                 let mut left = img.size;
                 for i in 0..img.chunks.len() {
                     let n = left.min(chunk as u64) as usize;
-                    let mut buf = match back_rx.try_recv() {
-                        Ok(b) => b,
-                        Err(_) if allocated < BUFFERS + 1 => {
-                            allocated += 1;
-                            Vec::with_capacity(chunk)
-                        }
-                        Err(_) => back_rx.recv().unwrap_or_else(|_| Vec::with_capacity(chunk)),
-                    };
+                    let mut buf = pool.take(&back_rx, cancel)?;
                     buf.resize(n, 0);
                     read_chunk(r, &mut buf, img, i, m.chunk_size)?;
                     left -= n as u64;
-                    if writes {
-                        written += n as u64;
-                        if tx.send(Op::Data(buf)).is_err() {
-                            return Ok(());
-                        }
-                        progress(written, total);
-                        if written - saved >= PROGRESS_STEP && written < total {
-                            saved = written;
-                            self.transition(Event::Progress { written }, "progress")?;
-                        }
+                    if !writes {
+                        // Read only to check it: the buffer stays here for the next chunk.
+                        pool.keep(buf);
+                        continue;
+                    }
+                    written += n as u64;
+                    if tx.send(Op::Data(buf)).is_err() {
+                        return Ok(());
+                    }
+                    progress(written, total);
+                    if written - saved >= PROGRESS_STEP && written < total {
+                        saved = written;
+                        self.transition(Event::Progress { written }, "progress")?;
                     }
                 }
                 if writes && tx.send(Op::Close).is_err() {
@@ -302,6 +337,48 @@ impl Ota {
             super::state::write_atomic(&dest.join("bundle.json"), &manifest)?;
         }
         Ok(())
+    }
+}
+
+static NOT_CANCELLED: AtomicBool = AtomicBool::new(false);
+
+/// The chunk buffers of one install: at most [`BUFFERS`] + 1 exist; those the writer holds come back on
+/// its return channel, those only read (images not written to this slot) are kept here.
+struct Pool {
+    spare: Vec<Vec<u8>>,
+    allocated: usize,
+    capacity: usize,
+}
+
+impl Pool {
+    /// A free buffer: a kept one, one the writer returned, a new one while under the limit, or the next
+    /// one the writer returns. The wait ends when the writer stops (its error is reported by the caller)
+    /// or the install is cancelled, so a stuck writer never holds the reader forever.
+    fn take(&mut self, back: &mpsc::Receiver<Vec<u8>>, cancel: &AtomicBool) -> Result<Vec<u8>, OtaError> {
+        if let Some(b) = self.spare.pop() {
+            return Ok(b);
+        }
+        if let Ok(b) = back.try_recv() {
+            return Ok(b);
+        }
+        if self.allocated <= BUFFERS {
+            self.allocated += 1;
+            return Ok(Vec::with_capacity(self.capacity));
+        }
+        loop {
+            match back.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok(b) => return Ok(b),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Vec::with_capacity(self.capacity)),
+                Err(mpsc::RecvTimeoutError::Timeout) if cancel.load(Ordering::Relaxed) => {
+                    return Err(OtaError::Io("the install was cancelled".into()));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    fn keep(&mut self, buf: Vec<u8>) {
+        self.spare.push(buf);
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`state`]: the update's state machine, persisted atomically.
 //! - [`install`]: streaming install, verified chunk by chunk, made bootable only when complete.
 //! - [`health`]: the health gate that commits a trial release or rolls it back.
+//! - [`version`]: the release version grammar and its order.
 
 pub mod boot;
 pub mod bundle;
@@ -16,8 +17,8 @@ pub mod flags;
 pub mod health;
 pub mod install;
 pub mod state;
+pub mod version;
 
-use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -179,61 +180,5 @@ impl Ota {
             return self.backend.booted().ok().map(|s| self.slot_path(s).join(g));
         }
         Some(g.clone())
-    }
-}
-
-/// Orders release versions: dot-separated numbers compare numerically, others as text; a pre-release
-/// (`1.2.0-rc1`) comes before its release.
-pub fn compare_versions(a: &str, b: &str) -> Ordering {
-    let split = |v: &str| -> (String, Option<String>) {
-        let v = v.trim().trim_start_matches('v');
-        let v = v.split('+').next().unwrap_or_default();
-        match v.split_once('-') {
-            Some((core, pre)) => (core.to_string(), Some(pre.to_string())),
-            None => (v.to_string(), None),
-        }
-    };
-    let parts = |s: &str| -> Vec<String> { s.split('.').map(str::to_string).collect() };
-    let cmp_parts = |x: &[String], y: &[String]| -> Ordering {
-        for i in 0..x.len().max(y.len()) {
-            let (p, q) = (x.get(i).map(String::as_str).unwrap_or("0"), y.get(i).map(String::as_str).unwrap_or("0"));
-            let o = match (p.parse::<u64>(), q.parse::<u64>()) {
-                (Ok(m), Ok(n)) => m.cmp(&n),
-                _ => p.cmp(q),
-            };
-            if o != Ordering::Equal {
-                return o;
-            }
-        }
-        Ordering::Equal
-    };
-    let ((ca, pa), (cb, pb)) = (split(a), split(b));
-    cmp_parts(&parts(&ca), &parts(&cb)).then_with(|| match (pa, pb) {
-        (None, None) => Ordering::Equal,
-        (None, Some(_)) => Ordering::Greater,
-        (Some(_), None) => Ordering::Less,
-        (Some(x), Some(y)) => cmp_parts(&parts(&x), &parts(&y)),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_order() {
-        use Ordering::*;
-        for (a, b, o) in [
-            ("1.2.3", "1.2.3", Equal),
-            ("1.10.0", "1.9.9", Greater),
-            ("2.0", "2.0.0", Equal),
-            ("v1.0.1", "1.0.0", Greater),
-            ("1.0.0-rc1", "1.0.0", Less),
-            ("1.0.0-rc.2", "1.0.0-rc.10", Less),
-            ("0.9.0", "0.10.0", Less),
-        ] {
-            assert_eq!(compare_versions(a, b), o, "{a} vs {b}");
-            assert_eq!(compare_versions(b, a), o.reverse(), "{b} vs {a}");
-        }
     }
 }

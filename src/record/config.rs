@@ -70,6 +70,11 @@ impl RecordConfig {
         }
         if !(0.0..=50.0).contains(&self.min_free_percent) {
             p.push(Problem::new(format!("{key}.min_free_percent"), format!("{} is out of range: use 0..=50", self.min_free_percent)));
+        } else if self.min_free_bytes == 0 && self.min_free_percent == 0.0 {
+            p.push(Problem::new(
+                format!("{key}.min_free_bytes"),
+                "0 with min_free_percent = 0 would let recording fill the disk: keep a free-space watermark (e.g. min_free_bytes = 268435456 or min_free_percent = 5)",
+            ));
         }
         if !(self.manual_max_s >= 1.0 && self.manual_max_s <= 86_400.0) {
             p.push(Problem::new(format!("{key}.manual_max_s"), format!("{} is out of range: use 1..=86400 seconds", self.manual_max_s)));
@@ -133,6 +138,11 @@ mod tests {
         let store = RecordConfig { segment_s: 0.1, window_s: 5.0, max_bytes: 1, ..Default::default() };
         let keys: Vec<_> = store.validate("record").into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["record.segment_s", "record.window_s", "record.max_bytes"]);
+        let no_watermark = RecordConfig { min_free_bytes: 0, min_free_percent: 0.0, ..Default::default() };
+        let p = no_watermark.validate("record");
+        assert_eq!(p.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), ["record.min_free_bytes"]);
+        assert!(p[0].message.contains("fill the disk"), "{}", p[0].message);
+        assert!(RecordConfig { min_free_bytes: 0, ..Default::default() }.validate("record").is_empty(), "a percentage alone is a watermark");
         let cam = CameraRecordConfig { pre_roll_s: 200.0, ..Default::default() };
         let p = cam.validate("camera[0].record", &RecordConfig::default());
         assert_eq!(p.len(), 1);

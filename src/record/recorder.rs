@@ -332,7 +332,10 @@ impl Recorder {
         use std::sync::atomic::Ordering::Relaxed;
         let now = ms(SystemTime::now());
         let space = st.store.disk_space();
-        let min_free = space.map(|(_, total)| self.config.min_free_bytes.max((total as f64 * self.config.min_free_percent / 100.0) as u64)).unwrap_or(0);
+        // The event outbox's reserve is a floor of the watermark: video never takes the room events need.
+        let min_free = space
+            .map(|(_, total)| self.config.min_free_bytes.max((total as f64 * self.config.min_free_percent / 100.0) as u64).max(self.outbox.reserve_bytes()))
+            .unwrap_or(0);
         let limits = Limits {
             window_ms: (self.config.window_s * 1000.0) as u64,
             clip_max_age_ms: (self.config.clip_max_age_days * 86_400_000.0) as u64,

@@ -47,6 +47,51 @@ pub fn mask_in_text(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// Config keys whose values are secrets, wherever they appear (`password = "…"` in an error excerpt).
+const SECRET_KEYS: &[&str] = &["password", "passwd", "pass", "pwd", "token", "access_token", "secret", "auth"];
+
+/// Masks secrets in text that quotes a config file (a TOML error shows the offending line): the value of
+/// every `secret_key = …` assignment, and the password and secret query values of every URI in it.
+pub fn mask_config_text(text: &str) -> String {
+    text.lines().map(mask_config_line).collect::<Vec<_>>().join("\n")
+}
+
+fn mask_config_line(line: &str) -> String {
+    let line = mask_uris_in_line(line);
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    // `…password = "x"` / `{ token = "x" }`: everything after a secret key's `=` on this line goes.
+    let mut search = 0;
+    while let Some(eq) = line[search..].find('=').map(|i| i + search) {
+        // A quoted key (`"password" = …`) counts as well.
+        let before = line[..eq].trim_end().trim_end_matches(['"', '\'']);
+        let start = before.rfind(|c: char| !ident(c)).map_or(0, |i| i + 1);
+        let key = &before[start..];
+        if SECRET_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) {
+            return format!("{} ***", &line[..=eq]);
+        }
+        search = eq + 1;
+    }
+    line
+}
+
+/// Masks each `scheme://…` word of a line with [`mask_uri`] (a word ends at white space or a quote).
+fn mask_uris_in_line(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i].rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))).map_or(0, |j| j + 1);
+        let end = rest[i..].find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`')).map_or(rest.len(), |j| i + j);
+        out.push_str(&rest[..start]);
+        let word = &rest[start..end];
+        // An unparsable word with an `@` (a half-typed URI) loses what stands before the `@`.
+        let masked = mask_uri(word);
+        out.push_str(if masked == word && word.contains('@') { "***" } else { &masked });
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The secret strings contained in `uri` (password and secret query values), raw and percent-decoded, so
 /// they can be scrubbed from text that quotes the URI in either form.
 pub fn secrets_of(uri: &str) -> Vec<String> {
@@ -98,6 +143,24 @@ mod tests {
     #[test]
     fn unparsable_uri_with_at_is_masked() {
         assert_eq!(mask_uri("admin:pw@cam"), "***@cam");
+    }
+
+    #[test]
+    fn masks_secrets_in_config_excerpts() {
+        let excerpt = "TOML parse error at line 3, column 10\n  |\n3 | source = \"rtsp://admin:hunter2@cam/x?token=abc123\n  |          ^\n";
+        let m = mask_config_text(excerpt);
+        assert!(!m.contains("hunter2") && !m.contains("abc123"), "{m}");
+        assert!(m.contains("rtsp://admin:***@cam/x") && m.contains("line 3, column 10"), "{m}");
+        for line in
+            ["5 | password = \"s3cret", "password=s3cret", "  [mqtt] token = 's3cret'", "x = { user = \"u\", pass = \"s3cret\" }", "\"password\" = \"s3cret\""]
+        {
+            let m = mask_config_text(line);
+            assert!(!m.contains("s3cret") && m.ends_with("= ***"), "{line} -> {m}");
+        }
+        // Keys that only end in a secret word, and paths, stay readable.
+        for line in ["key_file = \"/etc/perch/client.key\"", "token_file = \"/var/lib/perch/token\"", "url = \"mqtt://broker:1883\""] {
+            assert_eq!(mask_config_text(line), line);
+        }
     }
 
     #[test]
