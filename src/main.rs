@@ -253,7 +253,7 @@ enum BundleCommand {
     /// Check a bundle's signature against a keyring and every payload hash.
     Verify {
         /// The trusted public keys (a `*.pub` file or a folder of them), as on the device.
-        #[arg(long, required_unless_present = "no_keyring", conflicts_with = "no_keyring")]
+        #[arg(long, conflicts_with = "no_keyring")]
         keyring: Option<PathBuf>,
         /// Check only the payload hashes: the signature is not checked, and the bundle is not trusted.
         #[arg(long)]
@@ -402,7 +402,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     perch::ota::bundle::sign(&bundle, &perch::ota::bundle::load_signing_key(&key)?)?;
                     println!("{}: signed", bundle.display());
                 }
-                BundleCommand::Verify { keyring, bundle, .. } => app::ota::verify(&bundle, keyring.as_deref())?,
+                BundleCommand::Verify { keyring, no_keyring, bundle } => {
+                    if keyring.is_none() && !no_keyring {
+                        anyhow::bail!(
+                            "give --keyring FILE|DIR (the public keys the device trusts) to check the signature, or --no-keyring to check only the payload hashes"
+                        );
+                    }
+                    app::ota::verify(&bundle, keyring.as_deref())?
+                }
                 BundleCommand::Info { bundle } => app::ota::info(&bundle)?,
             }
             Ok(ExitCode::SUCCESS)

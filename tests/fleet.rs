@@ -468,3 +468,97 @@ fn a_model_trial_can_be_aborted_and_without_frames_is_rejected_at_its_timeout() 
     assert_eq!(s["current"]["version"], "configured", "{s}");
     assert!(!d.join("state/models/2").exists(), "the candidate is deleted");
 }
+
+/// An HTTP server that sends the first `head` bytes of `file` (announcing all of it), then goes silent
+/// for a minute: a stalled update server.
+fn stalling_server(file: &Path, head: usize) -> (Proc, String) {
+    let port = free_port();
+    let script = r#"
+import socket, sys, time
+path, head, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = open(path, 'rb').read()
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(('127.0.0.1', port)); srv.listen(8)
+conns = []
+while True:
+    c, _ = srv.accept(); c.recv(65536)
+    c.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n' % len(data) + data[:head])
+    conns.append(c)
+"#;
+    let mut c = Command::new("/usr/bin/python3");
+    c.args(["-c", script]).arg(file).arg(head.to_string()).arg(port.to_string());
+    let p = Proc::spawn(c);
+    wait_port(port, &p);
+    (p, format!("http://127.0.0.1:{port}/stalled.bundle"))
+}
+
+/// A cancelled install waiting on a stalled server held the installer forever: every later install was
+/// refused as "another install is running". Now the install ends within `ota.download_stall_s`, and the
+/// next install runs. (A bundle with an image that is only checked, not written, installs too.)
+#[test]
+fn a_cancelled_install_frees_the_installer() {
+    let _serial = common::serial();
+    let lab = Lab::new();
+    let (d, config, slot_b) = service_box(&lab, "[[camera]]\nid = \"yard\"\nsource = \"test://ball?width=320&height=240&fps=10\"\ndetect_fps = 2");
+    let text = std::fs::read_to_string(&config).unwrap() + "download_stall_s = 6\n";
+    std::fs::write(&config, text).unwrap();
+    let img = d.join("rootfs");
+    std::fs::write(&img, data(2 << 20, 9)).unwrap();
+    let golden = d.join("golden.jpg");
+    std::fs::write(&golden, data(8 << 20, 10)).unwrap();
+    let stalled = bundle(&lab.path("stalled.bundle"), "perch-test", "6.0.0", &[("rootfs", &img)], Some(1), CHUNK);
+    bundle(&lab.path("bundles/good.bundle"), "perch-test", "6.0.1", &[("rootfs", &img), ("golden.jpg", &golden)], Some(1), CHUNK);
+    let (_stall, stall_url) = stalling_server(&stalled, 200_000);
+    let mut cmd = perch();
+    cmd.args(["run", "-c"]).arg(&config);
+    let service = Proc::spawn(cmd);
+    let online = common::subscriber(lab.port, "perch/ota-box/status", "cancel-status");
+    assert!(online.wait_for(Duration::from_secs(30), |out, _| out.iter().any(|l| l.text.ends_with("online"))), "{}", service.stderr_text());
+
+    let install = |id: &str, url: &str, sha: &str, version: &str| {
+        command(&lab, "ota-box", serde_json::json!({"op":"install","id":id,"url":url,"bundle_sha256":sha,"version":version,"reboot":false}))
+    };
+    let reply = install("s1", &stall_url, &sha256(&stalled), "6.0.0");
+    assert_eq!(reply["started"], true, "{reply}");
+    wait_state(&lab, "ota-box", |s| s["phase"] == "installing");
+    let cancel = command(&lab, "ota-box", serde_json::json!({"op":"cancel","id":"s2"}));
+    assert_eq!(cancel["cancelled"], true, "{cancel}");
+    let cancelled_at = std::time::Instant::now();
+    let s = wait_state(&lab, "ota-box", |s| s["phase"] == "failed");
+    assert!(cancelled_at.elapsed() < Duration::from_secs(12), "the cancelled install took {:?} to end", cancelled_at.elapsed());
+    assert!(s["reason"].as_str().unwrap().contains("cancelled"), "{s}");
+    // The installer is free: the next release installs, its extra image read and checked but not written.
+    let good = lab.path("bundles/good.bundle");
+    let reply = install("s3", &format!("{}/good.bundle", lab.http), &sha256(&good), "6.0.1");
+    assert_eq!(reply["started"], true, "{reply}");
+    let s = wait_state(&lab, "ota-box", |s| s["phase"] == "installed");
+    assert_eq!(s["version"], "6.0.1", "{s}");
+    assert_eq!(sha256(&slot_b), sha256(&img));
+}
+
+/// `cmd/ota` opened any local path it was given (`/etc/shadow`, `/proc/1/environ`, a FIFO that blocked the
+/// install), and `last_error` told what exists. A command may name only an http(s) URL, and the answer is
+/// the same whether the path exists or not.
+#[test]
+fn remote_commands_may_name_only_http_urls() {
+    let lab = Lab::new();
+    let _sim = lab.simulate(1, "devices", "dev-");
+    let fifo = lab.path("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let mut errors = Vec::new();
+    for (i, url) in
+        ["/etc/shadow", "/proc/1/environ", fifo.to_str().unwrap(), "/no/such/file", "file:///etc/shadow", "-", "ftp://127.0.0.1/x.bundle"].iter().enumerate()
+    {
+        let started = std::time::Instant::now();
+        let reply =
+            command(&lab, "dev-0001", serde_json::json!({"op":"install","id":format!("p{i}"),"url":url,"bundle_sha256":"00".repeat(32),"version":"2.0.0"}));
+        assert_eq!(reply["ok"], false, "{url}: {reply}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{url} blocked the agent");
+        let e = reply["error"].as_str().unwrap().to_string();
+        assert!(e.contains("http:// or https://"), "{url}: {e}");
+        errors.push(e.replace(&format!("{url:?}"), "URL"));
+    }
+    assert!(errors.windows(2).all(|w| w[0] == w[1]), "the answers differ by path: {errors:?}");
+    let s = wait_state(&lab, "dev-0001", |s| s["phase"] == "idle");
+    assert!(s["last_error"].is_null() && s["bundle_sha256"].is_null(), "a refused command touched the state: {s}");
+}

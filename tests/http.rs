@@ -206,7 +206,7 @@ fn status_page_shows_each_camera_tile_in_headless_chromium() {
     assert!(data["cameras"][0]["detections"].as_u64().unwrap_or(0) > 0, "no picture with detections: {body}\n{}", p.stderr_text());
     let (code, jpeg) = {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "GET /frame/street HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(s, "GET /frame/street HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).unwrap();
         let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;

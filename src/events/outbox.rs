@@ -54,10 +54,19 @@ struct State {
     sizes: std::collections::VecDeque<(u64, u64)>,
 }
 
-/// A durable, bounded, ordered queue of events.
-pub struct Outbox {
+/// The open database. sled keeps the first I/O error it meets (a full disk) and fails every later
+/// operation with it, so after a failed write the database is closed and opened again before the next one:
+/// what was flushed before is intact, and appends work again as soon as there is room.
+struct Store {
     db: sled::Db,
     tree: sled::Tree,
+}
+
+/// A durable, bounded, ordered queue of events.
+pub struct Outbox {
+    dir: PathBuf,
+    /// `None` after a failed write, until it is reopened.
+    store: std::sync::RwLock<Option<Store>>,
     max_bytes: u64,
     state: Mutex<State>,
 }
@@ -74,24 +83,57 @@ pub struct OutboxStats {
 impl Outbox {
     /// Opens (or creates) the outbox in `dir`, bounded to `max_bytes` of payload.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, OutboxError> {
-        let open_err = |source| OutboxError::Open { path: dir.to_path_buf(), source };
         // The database's file lock can outlive a previous handle briefly (sled's flusher thread, or the
         // previous process still exiting under a quick restart): retry for a second before giving up.
         let mut tries = 0;
-        let db = loop {
-            match sled::Config::new().path(dir).mode(sled::Mode::LowSpace).open() {
-                Ok(db) => break db,
-                Err(sled::Error::Io(e)) if tries < 20 => {
+        let store = loop {
+            match Self::open_store(dir) {
+                Ok(store) => break store,
+                Err(OutboxError::Open { source: sled::Error::Io(e), .. }) if tries < 20 => {
                     tries += 1;
                     tracing::debug!("outbox busy ({e}); retrying");
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                Err(e) => return Err(open_err(e)),
+                Err(e) => return Err(e),
             }
         };
+        let state = Self::load(&store.tree)?;
+        Ok(Self { dir: dir.to_path_buf(), store: std::sync::RwLock::new(Some(store)), max_bytes, state: Mutex::new(state) })
+    }
+
+    fn open_store(dir: &Path) -> Result<Store, OutboxError> {
+        let open_err = |source| OutboxError::Open { path: dir.to_path_buf(), source };
+        let db = sled::Config::new().path(dir).mode(sled::Mode::LowSpace).open().map_err(open_err)?;
         let tree = db.open_tree("outbox").map_err(open_err)?;
-        let state = Self::load(&tree)?;
-        Ok(Self { db, tree, max_bytes, state: Mutex::new(state) })
+        Ok(Store { db, tree })
+    }
+
+    /// Runs `f` on the open database, reopening it first after a failed write. A failure of `f` closes
+    /// it, so the next call starts from what is on disk.
+    fn with_store<R>(&self, f: impl FnOnce(&Store) -> Result<R, OutboxError>) -> Result<R, OutboxError> {
+        {
+            let guard = self.store.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(store) = guard.as_ref() {
+                let r = f(store);
+                if r.is_ok() {
+                    return r;
+                }
+                drop(guard);
+                // Close it: the next call reopens (sled would fail every later call with this error).
+                *self.store.write().unwrap_or_else(|e| e.into_inner()) = None;
+                return r;
+            }
+        }
+        let mut guard = self.store.write().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(Self::open_store(&self.dir)?);
+            tracing::info!(dir = %self.dir.display(), "event outbox reopened after a failed write");
+        }
+        let r = f(guard.as_ref().expect("just opened"));
+        if r.is_err() {
+            *guard = None;
+        }
+        r
     }
 
     /// Reads the counters and the queue index from disk.
@@ -132,12 +174,13 @@ impl Outbox {
             next += 1;
         }
         // Evict the oldest (possibly some of this batch) until the payload fits the bound.
+        // Nothing in memory changes until the batch is on disk (a full disk leaves the view as it was).
         let mut bytes = st.bytes + added.iter().map(|a| a.1).sum::<u64>();
-        let mut queue: std::collections::VecDeque<(u64, u64)> = std::mem::take(&mut st.sizes);
-        queue.extend(added);
         let mut evicted = 0;
-        while bytes > self.max_bytes {
-            let Some((seq, size)) = queue.pop_front() else { break };
+        for &(seq, size) in st.sizes.iter().chain(&added) {
+            if bytes <= self.max_bytes {
+                break;
+            }
             batch.remove(&queue_key(seq));
             bytes -= size;
             evicted += 1;
@@ -146,21 +189,17 @@ impl Outbox {
         if evicted > 0 {
             batch.insert(EVICTED, &(st.evicted + evicted).to_be_bytes());
         }
-        let applied = self.tree.apply_batch(batch).and_then(|_| self.db.flush().map(|_| ()));
-        if let Err(e) = applied {
-            // Keep the in-memory view in step with what sled holds; the caller sees the error and retries.
-            if let Ok(fresh) = Self::load(&self.tree) {
-                *st = fresh;
-            }
-            return Err(e.into());
-        }
+        // On an error the caller retries; the next append starts from this same view.
+        self.with_store(|s| Ok(s.tree.apply_batch(batch).and_then(|_| s.db.flush().map(|_| ()))?))?;
         if evicted > 0 {
             tracing::warn!(evicted, total_evicted = st.evicted + evicted, max_bytes = self.max_bytes, "event outbox full: oldest events evicted");
         }
         st.next_seq = next;
         st.evicted += evicted;
         st.bytes = bytes;
-        st.sizes = queue;
+        let from_queue = (evicted as usize).min(st.sizes.len());
+        st.sizes.drain(..from_queue);
+        st.sizes.extend(added.into_iter().skip(evicted as usize - from_queue));
         Ok(seqs)
     }
 
@@ -172,23 +211,25 @@ impl Outbox {
     /// Up to `limit` queued entries with a sequence number above `after`, oldest first.
     pub fn pending(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, OutboxError> {
         let start = queue_key(after.map_or(0, |s| s.saturating_add(1)));
-        let mut out = Vec::new();
-        for item in self.tree.range(start..).take(limit) {
-            let (k, v) = item?;
-            if k.first() != Some(&QUEUE[0]) {
-                break;
+        self.with_store(|s| {
+            let mut out = Vec::new();
+            for item in s.tree.range(start..).take(limit) {
+                let (k, v) = item?;
+                if k.first() != Some(&QUEUE[0]) {
+                    break;
+                }
+                let seq = seq_of(&k)?;
+                out.push((seq, v.to_vec()));
             }
-            let seq = seq_of(&k)?;
-            out.push((seq, v.to_vec()));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Removes an entry the broker acknowledged. Acknowledging an entry that is gone (evicted, or a
     /// duplicate acknowledgement) is not an error.
     pub fn ack(&self, seq: u64) -> Result<(), OutboxError> {
         let mut st = self.state();
-        if let Some(old) = self.tree.remove(queue_key(seq))? {
+        if let Some(old) = self.with_store(|s| Ok(s.tree.remove(queue_key(seq))?))? {
             st.bytes -= old.len() as u64;
             if let Some(pos) = st.sizes.iter().position(|(s, _)| *s == seq) {
                 st.sizes.remove(pos);
@@ -199,8 +240,7 @@ impl Outbox {
 
     /// Makes acknowledgements durable (they need not be flushed one by one: a lost ack only means a resend).
     pub fn flush(&self) -> Result<(), OutboxError> {
-        self.db.flush()?;
-        Ok(())
+        self.with_store(|s| Ok(s.db.flush().map(|_| ())?))
     }
 
     /// Disk space the outbox may need at its bound (sled's log holds up to about twice the payload,

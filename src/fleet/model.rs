@@ -473,5 +473,12 @@ mod tests {
         let r = u.command(&serde_json::json!({"op": "upgrade"}));
         assert!(r["error"].as_str().unwrap().contains("bad model command"), "{r}");
         assert_eq!(u.command(&serde_json::json!({"op": "abort"}))["aborted"], false);
+        // A release comes from an update server, never from a local path the command names.
+        let ota = crate::ota::OtaConfig { compatible: "x".into(), ..Default::default() };
+        let (u, _) = ModelUpdater::open(dir.path(), Some(ota), configured, dir.path().join("cache"), vec![]);
+        for url in ["/etc/shadow", "file:///etc/shadow", "-"] {
+            let r = u.command(&serde_json::json!({"op": "install", "url": url, "bundle_sha256": "00".repeat(32), "version": "9"}));
+            assert!(r["error"].as_str().unwrap().contains("http:// or https://"), "{url}: {r}");
+        }
     }
 }

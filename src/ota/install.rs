@@ -44,10 +44,13 @@ pub(super) struct Tap<'a> {
 
 impl Read for Tap<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+        let cancelled = || self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+        if cancelled() {
             return Err(std::io::Error::other("the install was cancelled"));
         }
-        let n = self.inner.read(buf)?;
+        // A read that was waiting when the cancel came (a stalled server) ends at the stall timeout: it
+        // is the cancel that ended the install.
+        let n = self.inner.read(buf).map_err(|e| if cancelled() { std::io::Error::other("the install was cancelled") } else { e })?;
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
