@@ -315,7 +315,9 @@ fn main() -> ExitCode {
     // panic. The command-line tools end quietly there, as Unix tools do; the long-running servers keep
     // ignoring it (their sockets report a closed peer as an error instead).
     let server = matches!(cli.command, Command::Run { .. } | Command::Fleet(FleetCommand::Serve { .. } | FleetCommand::Simulate { .. }));
-    if !server {
+    if server {
+        perch::util::alloc::tune();
+    } else {
         // SAFETY: restoring the default disposition of one signal, before any other thread exists.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);

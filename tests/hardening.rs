@@ -17,6 +17,8 @@ use common::{Proc, free_port, media, perch, serial, subscriber, wait_port, write
 use ota_common::*;
 
 const TOKEN: &str = "hardening-token-0123456789";
+/// A camera that always delivers (a test pattern), detected twice a second.
+const LIVE: &str = "id = \"live\"\nsource = \"test://ball?width=320&height=240&fps=10\"\ndetect_fps = 2";
 
 /// A mosquitto that queues enough for a burst of a thousand commands and their replies.
 fn broker(dir: &Path, port: u16) -> Proc {
@@ -94,7 +96,7 @@ fn big_messages_never_break_the_mqtt_link() {
     let big_ping = format!("{{\"id\":\"retained\",\"pad\":\"{}\"}}", "x".repeat(11_000));
     publish(mq, "perch/test-box/cmd/ping", &["-r", "-m", &big_ping]);
     let mut cams = disabled_cameras(80);
-    cams.push("id = \"live\"\nsource = \"test://ball?width=320&height=240&fps=10\"\ndetect_fps = 2".into());
+    cams.push(LIVE.into());
     let sub = subscriber(mq, "perch/test-box/#", "hardening-big");
     let (p, _) = service(dir.path(), &cams, mq, http, "max_packet_bytes = 16384", "");
     let health_topic = "perch/test-box/health";
@@ -143,7 +145,7 @@ fn every_command_of_a_burst_gets_exactly_one_reply() {
     let dir = tempfile::tempdir().unwrap();
     let (mq, http) = (free_port(), free_port());
     let _broker = broker(dir.path(), mq);
-    let cams = vec!["id = \"live\"\nsource = \"test://ball?width=320&height=240&fps=10\"\ndetect_fps = 2".to_string()];
+    let cams = vec![LIVE.to_string()];
     let sub = subscriber(mq, "perch/test-box/cmd/+/result", "hardening-burst");
     let (p, _) = service(dir.path(), &cams, mq, http, "", "");
     let online = subscriber(mq, "perch/test-box/status", "hardening-online");
@@ -188,7 +190,7 @@ fn slow_http_clients_cannot_block_health_and_the_page_checks_host() {
     let dir = tempfile::tempdir().unwrap();
     let (mq, http) = (free_port(), free_port());
     let _broker = broker(dir.path(), mq);
-    let cams = vec!["id = \"live\"\nsource = \"test://ball?width=320&height=240&fps=10\"\ndetect_fps = 2".to_string()];
+    let cams = vec![LIVE.to_string()];
     let (p, _) = service(dir.path(), &cams, mq, http, "", "");
     let started = Instant::now();
     let mut slow: Vec<TcpStream> = (0..32)

@@ -1,5 +1,6 @@
 //! Small helpers shared by every stage.
 
+pub mod alloc;
 pub mod backoff;
 pub mod heartbeat;
 pub mod secret;
