@@ -132,12 +132,13 @@ fn setup(backend: &str) -> (Setup, Box<dyn Firmware>, Check) {
             let probe = EnvFirmware { uboot_config: None, grubenv: Some(env.clone()), cmdline: d.join("unused") };
             (format!("backend = \"grub\"\ngrubenv = \"{}\"\n{slots}", env.display()), Box::new(fw), Box::new(move |expect: &str| env_check(&probe, expect)))
         }
-        "tegra" => {
+        "tegra" | "tegra-uefi" => {
             let fake = d.join("nvbootctrl");
+            let format = if backend == "tegra" { "cboot" } else { "uefi" };
             std::fs::write(
                 &fake,
                 format!(
-                    "#!/bin/sh\n# FAKE nvbootctrl (tests only)\nexec python3 {} --state {} \"$@\"\n",
+                    "#!/bin/sh\n# FAKE nvbootctrl (tests only)\nexec python3 {} --state {} --format {format} \"$@\"\n",
                     common::root().join("tests/helpers/fake_nvbootctrl.py").display(),
                     d.join("nvbootctrl-state.json").display()
                 ),
@@ -292,6 +293,43 @@ fn tegra_through_a_fake_nvbootctrl() {
             "slot0.status=unbootable",
         ],
     );
+}
+
+/// JetPack 5/6 (UEFI) print no `boot_successful`: the new release must still be on trial after its first
+/// boot (not committed without the gate), committed by the gate, and fall back when it never passes. The
+/// raw checks are the fake firmware's own state, the same as on the cboot-era format.
+#[test]
+fn tegra_uefi_through_a_fake_nvbootctrl() {
+    lifecycle(
+        "tegra-uefi",
+        [
+            "active=1; slot1.status=normal; slot1.boot_successful=0; slot0.boot_successful=1",
+            "current=1; slot1.retry_count=2",
+            "slot1.boot_successful=1",
+            "active=0; slot0.status=normal; slot0.boot_successful=0",
+            "current=1; slot0.status=unbootable",
+            "slot0.status=unbootable",
+        ],
+    );
+}
+
+/// On UEFI, a service restart between the install and the reboot leaves the release pending: the tries
+/// perch armed stand where the firmware prints none, so the pending slot does not look exhausted.
+#[test]
+fn tegra_uefi_pending_release_survives_a_service_restart() {
+    let (s, fw, _) = setup("tegra-uefi");
+    let c = s.config.to_str().unwrap();
+    let d = s.dir.path();
+    let img = d.join("rootfs");
+    std::fs::write(&img, data(200_000, 14)).unwrap();
+    let v2 = bundle(&d.join("v2.bundle"), "perch-test", "2.0.0", &[("rootfs", &img)], Some(1), CHUNK);
+    ok(&["ota", "install", "--quiet", "-c", c, v2.to_str().unwrap()]);
+    for _ in 0..3 {
+        assert!(boot(&s.config).contains("booted slot A; update installed"), "a restart before the reboot changed the pending release");
+    }
+    assert_eq!(fw.reboot(), 'B');
+    assert!(boot(&s.config).contains("booted slot B; update trial"));
+    assert!(boot(&s.config).contains("booted slot B; update trial"), "a restart during the trial committed it");
 }
 
 /// Installing again while a release is pending (not booted yet) moves the active slot back to the running

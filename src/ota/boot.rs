@@ -40,7 +40,7 @@ pub fn open(cfg: &OtaConfig, state_dir: &Path) -> Box<dyn Bootloader> {
     match cfg.backend {
         BackendKind::Uboot => Box::new(EnvBackend { tool: EnvTool::Uboot { config: cfg.fw_env_config.clone() }, cmdline: cfg.cmdline.clone() }),
         BackendKind::Grub => Box::new(EnvBackend { tool: EnvTool::Grub { env: cfg.grubenv.clone() }, cmdline: cfg.cmdline.clone() }),
-        BackendKind::Tegra => Box::new(Tegra { program: cfg.nvbootctrl.clone() }),
+        BackendKind::Tegra => Box::new(Tegra { program: cfg.nvbootctrl.clone(), record: state_dir.join("tegra-slots.json") }),
         BackendKind::File => Box::new(FileBackend { path: state_dir.join("bootflags.json") }),
         BackendKind::App => Box::new(AppBackend { dir: cfg.app_dir.clone(), flags: FileBackend { path: cfg.app_dir.join("bootflags.json") } }),
     }
@@ -188,43 +188,106 @@ impl Bootloader for EnvBackend {
     }
 }
 
-/// Jetson: `nvbootctrl` (L4T). The firmware keeps the retry counter; perch switches the active slot,
-/// marks slots unbootable, and marks a good boot successful.
+/// Jetson: `nvbootctrl -t rootfs` (L4T). The firmware keeps the retry counter; perch switches the active
+/// slot, marks slots unbootable, and marks a good boot successful.
+///
+/// What the firmware does not report, perch's own record (`tegra-slots.json` beside the OTA state) says:
+/// JetPack 5/6 (UEFI, L4T 35/36) print no `boot_successful`, and some outputs no `retry_count`. A missing
+/// field is never taken as proof: a slot is proven only if the firmware says so or perch marked it so.
 struct Tegra {
     program: PathBuf,
+    record: PathBuf,
+}
+
+/// What perch last wrote for each slot: proven, and the tries it armed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TegraRecord {
+    pub successful: [bool; 2],
+    pub tries: [u8; 2],
 }
 
 impl Tegra {
     fn ctl(&self, args: &[&str]) -> Result<String, OtaError> {
-        run(Command::new(&self.program).args(args), "Jetson boot control")
+        run(Command::new(&self.program).args(["-t", "rootfs"]).args(args), "Jetson boot control")
+    }
+
+    fn load_record(&self) -> Result<Option<TegraRecord>, OtaError> {
+        match std::fs::read(&self.record) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                OtaError::Boot(format!("{} is unreadable ({e}): restore it, or delete it only on a box with no update pending", self.record.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(OtaError::Boot(format!("cannot read {}: {e}", self.record.display()))),
+        }
+    }
+
+    fn save_record(&self, flags: &BootFlags) -> Result<(), OtaError> {
+        let r = TegraRecord { successful: [flags.a.successful, flags.b.successful], tries: [flags.a.tries_left, flags.b.tries_left] };
+        write_atomic(&self.record, &serde_json::to_vec(&r).expect("record serializes"))
     }
 }
 
-/// Parses `nvbootctrl dump-slots-info`: the active slot and, per slot, status / retry_count / boot_successful
-/// where the firmware reports them.
-pub fn parse_dump_slots_info(text: &str) -> Option<BootFlags> {
+/// One slot as `dump-slots-info` reports it; a field it does not print is `None`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReportedSlot {
+    pub bootable: bool,
+    pub retry_count: Option<u8>,
+    pub successful: Option<bool>,
+}
+
+/// `nvbootctrl dump-slots-info` as parsed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlotsInfo {
+    pub active: Slot,
+    pub slots: [ReportedSlot; 2],
+}
+
+/// Parses `nvbootctrl [-t rootfs] dump-slots-info`: the active slot and, per slot, status, and
+/// retry_count / boot_successful where the firmware prints them. Both the cboot-era format (L4T 32:
+/// `slot: 0, retry_count: 3, status: normal, boot_successful: 1`) and the UEFI one (L4T 35/36: `Active rootfs
+/// slot: A`, `slot: 0,             retry_count: 3,             status: normal`, or only `status` for the
+/// bootloader target) are read.
+pub fn parse_dump_slots_info(text: &str) -> Option<SlotsInfo> {
     let mut active = None;
     let mut slots = [None, None];
     for line in text.lines() {
-        if let Some(v) = line.trim().strip_prefix("Active bootloader slot:") {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("Active bootloader slot:").or_else(|| line.strip_prefix("Active rootfs slot:")) {
             active = Slot::parse(v);
             continue;
         }
-        let Some(rest) = line.trim().strip_prefix("slot:") else { continue };
+        let Some(rest) = line.strip_prefix("slot:") else { continue };
         let fields: HashMap<&str, &str> = rest
             .split(',')
             .enumerate()
             .filter_map(|(i, f)| if i == 0 { Some(("slot", f.trim())) } else { f.split_once(':').map(|(k, v)| (k.trim(), v.trim())) })
             .collect();
         let Some(slot) = fields.get("slot").and_then(|s| Slot::parse(s)) else { continue };
-        let bootable = fields.get("status").is_none_or(|s| *s != "unbootable");
-        slots[slot.index()] = Some(SlotFlags {
-            bootable,
-            tries_left: fields.get("retry_count").and_then(|v| v.parse().ok()).unwrap_or(0),
-            successful: bootable && fields.get("boot_successful").is_none_or(|v| *v == "1"),
+        slots[slot.index()] = Some(ReportedSlot {
+            bootable: fields.get("status").is_none_or(|s| *s != "unbootable"),
+            retry_count: fields.get("retry_count").and_then(|v| v.parse().ok()),
+            successful: fields.get("boot_successful").map(|v| *v == "1"),
         });
     }
-    Some(BootFlags { primary: active?, a: slots[0]?, b: slots[1]? })
+    Some(SlotsInfo { active: active?, slots: [slots[0]?, slots[1]?] })
+}
+
+impl SlotsInfo {
+    /// The flags, with what the firmware does not print taken from perch's record. Without a record (no
+    /// update was ever installed) the booted slot is the proven factory image and the other is unproven.
+    pub fn flags(&self, record: Option<&TegraRecord>, booted: Slot) -> BootFlags {
+        let slot = |s: Slot| {
+            let r = &self.slots[s.index()];
+            let recorded_ok = record.map_or(s == booted, |rec| rec.successful[s.index()]);
+            let bootable = r.bootable;
+            SlotFlags {
+                bootable,
+                tries_left: r.retry_count.or(record.map(|rec| rec.tries[s.index()])).unwrap_or(0),
+                successful: bootable && r.successful.unwrap_or(recorded_ok),
+            }
+        };
+        BootFlags { primary: self.active, a: slot(Slot::A), b: slot(Slot::B) }
+    }
 }
 
 impl Bootloader for Tegra {
@@ -234,7 +297,8 @@ impl Bootloader for Tegra {
 
     fn read(&self) -> Result<BootFlags, OtaError> {
         let text = self.ctl(&["dump-slots-info"])?;
-        parse_dump_slots_info(&text).ok_or_else(|| OtaError::Boot(format!("cannot understand `nvbootctrl dump-slots-info`:\n{text}")))
+        let info = parse_dump_slots_info(&text).ok_or_else(|| OtaError::Boot(format!("cannot understand `nvbootctrl -t rootfs dump-slots-info`:\n{text}")))?;
+        Ok(info.flags(self.load_record()?.as_ref(), self.booted()?))
     }
 
     fn write(&self, new: &BootFlags) -> Result<(), OtaError> {
@@ -256,7 +320,8 @@ impl Bootloader for Tegra {
         if new.get(current).successful && (!old.get(current).successful || (activate && new.primary == current)) {
             self.ctl(&["mark-boot-successful"])?;
         }
-        Ok(())
+        // What the firmware may not report is what perch wrote: kept for the next read.
+        self.save_record(new)
     }
 
     fn booted(&self) -> Result<Slot, OtaError> {
@@ -440,15 +505,33 @@ mod tests {
     #[test]
     fn dump_slots_info_both_formats() {
         let old = "Current bootloader slot: A\nActive bootloader slot: B\nnum_slots: 2\nslot: 0, retry_count: 0, status: normal, boot_successful: 1\nslot: 1, retry_count: 3, status: normal, boot_successful: 0\n";
-        let f = parse_dump_slots_info(old).unwrap();
+        // cboot era: every field printed; the record is not needed.
+        let f = parse_dump_slots_info(old).unwrap().flags(None, Slot::A);
         assert_eq!(f.primary, Slot::B);
         assert_eq!(f.a, SlotFlags { bootable: true, tries_left: 0, successful: true });
         assert_eq!(f.b, SlotFlags { bootable: true, tries_left: 3, successful: false });
+        // UEFI, `-t rootfs` (L4T 35.4.1): no boot_successful. A new release in B is pending, not proven.
+        let rootfs = "Current rootfs slot: A\nActive rootfs slot: B\nnum_slots: 2\nslot: 0,             retry_count: 3,             status: normal\nslot: 1,             retry_count: 3,             status: normal\n";
+        let info = parse_dump_slots_info(rootfs).unwrap();
+        assert_eq!(info.slots[1], ReportedSlot { bootable: true, retry_count: Some(3), successful: None });
+        let pending = TegraRecord { successful: [true, false], tries: [0, 3] };
+        let f = info.flags(Some(&pending), Slot::B);
+        assert!(!f.b.successful, "a missing boot_successful was taken as proof");
+        assert!(f.a.successful);
+        assert_eq!(f.b.tries_left, 3);
+        // Without a record (nothing ever installed), only the booted slot counts as proven.
+        let f = info.flags(None, Slot::A);
+        assert!(f.a.successful && !f.b.successful);
+        // UEFI, bootloader target (L4T 35.4.1): no retry_count either; the tries perch armed stand, so a
+        // pending slot does not look exhausted when the service restarts before the reboot.
         let uefi = "Current version: 35.4.1\nCapsule update status: 0\nCurrent bootloader slot: A\nActive bootloader slot: A\nnum_slots: 2\nslot: 0,             status: normal\nslot: 1,             status: unbootable\n";
-        let f = parse_dump_slots_info(uefi).unwrap();
+        let f = parse_dump_slots_info(uefi).unwrap().flags(None, Slot::A);
         assert_eq!(f.primary, Slot::A);
         assert!(f.a.bootable && f.a.successful);
         assert!(!f.b.bootable);
+        let both = uefi.replace("status: unbootable", "status: normal").replace("Active bootloader slot: A", "Active bootloader slot: B");
+        let f = parse_dump_slots_info(&both).unwrap().flags(Some(&pending), Slot::A);
+        assert!(f.can_boot(Slot::B) && !f.b.successful && f.b.tries_left == 3, "{f:?}");
         assert_eq!(parse_dump_slots_info("garbage"), None);
     }
 }

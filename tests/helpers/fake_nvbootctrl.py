@@ -1,10 +1,23 @@
 #!/usr/bin/env python3
 """FAKE nvbootctrl for tests: NVIDIA's Jetson boot-control tool cannot run off a Jetson.
 
-Implements the verbs perch uses with state persisted in a JSON file (--state FILE), and the output format of
-L4T's cboot-era `nvbootctrl dump-slots-info`. `fake-reboot` is not an nvbootctrl verb: it plays the boot
-firmware (choose the active slot if bootable with retries left or successful, else fall back to the other
-one; spend one retry of an unproven slot), so tests can "reboot".
+Implements the verbs perch uses (`[-t rootfs|bootloader] VERB`) with state persisted in a JSON file
+(--state FILE), and prints `dump-slots-info` in one of the formats NVIDIA's tool prints (--format):
+
+  cboot  L4T 32 (JetPack 4, cboot):
+           Current bootloader slot: A / Active bootloader slot: A / num_slots: 2 /
+           slot: 0, retry_count: 3, status: normal, boot_successful: 1
+  uefi   L4T 35/36 (JetPack 5/6, UEFI), as the Jetson Linux guide and NVIDIA's forum answers show it:
+           with -t rootfs:   Current rootfs slot: A / Active rootfs slot: A / num_slots: 2 /
+                             slot: 0,             retry_count: 3,             status: normal
+           without (bootloader target): Current version: 35.4.1 / Capsule update status: 0 /
+                             Current bootloader slot: A / Active bootloader slot: A / num_slots: 2 /
+                             slot: 0,             status: normal
+         No boot_successful field in either: the firmware's own notion of a good boot is not printed.
+
+`fake-reboot` is not an nvbootctrl verb: it plays the boot firmware (choose the active slot if bootable with
+retries left or successful, else fall back to the other one; spend one retry of an unproven slot), so tests
+can "reboot".
 """
 import json
 import os
@@ -35,9 +48,16 @@ def bootable(s):
 def main():
     args = sys.argv[1:]
     if len(args) < 2 or args[0] != "--state":
-        print("usage: fake_nvbootctrl.py --state FILE VERB [ARG]", file=sys.stderr)
+        print("usage: fake_nvbootctrl.py --state FILE [--format cboot|uefi] [-t rootfs|bootloader] VERB [ARG]", file=sys.stderr)
         return 2
-    path, verb, rest = args[1], args[2] if len(args) > 2 else "", args[3:]
+    path, args = args[1], args[2:]
+    fmt = "cboot"
+    if args[:1] == ["--format"]:
+        fmt, args = args[1], args[2:]
+    target = "bootloader"
+    if args[:1] == ["-t"]:
+        target, args = args[1], args[2:]
+    verb, rest = (args[0] if args else ""), args[1:]
     st = load(path)
     if verb == "get-current-slot":
         print(st["current"])
@@ -51,12 +71,26 @@ def main():
         st["slots"][int(rest[0])]["status"] = "unbootable"
     elif verb == "mark-boot-successful":
         st["slots"][st["current"]].update(boot_successful=1, retry_count=MAX_RETRY)
-    elif verb == "dump-slots-info":
+    elif verb == "dump-slots-info" and fmt == "cboot":
         print("Current bootloader slot: %s" % "AB"[st["current"]])
         print("Active bootloader slot: %s" % "AB"[st["active"]])
         print("num_slots: 2")
         for i, s in enumerate(st["slots"]):
             print("slot: %d, retry_count: %d, status: %s, boot_successful: %d" % (i, s["retry_count"], s["status"], s["boot_successful"]))
+    elif verb == "dump-slots-info" and target == "rootfs":
+        print("Current rootfs slot: %s" % "AB"[st["current"]])
+        print("Active rootfs slot: %s" % "AB"[st["active"]])
+        print("num_slots: 2")
+        for i, s in enumerate(st["slots"]):
+            print("slot: %d,             retry_count: %d,             status: %s" % (i, s["retry_count"], s["status"]))
+    elif verb == "dump-slots-info":
+        print("Current version: 35.4.1")
+        print("Capsule update status: 0")
+        print("Current bootloader slot: %s" % "AB"[st["current"]])
+        print("Active bootloader slot: %s" % "AB"[st["active"]])
+        print("num_slots: 2")
+        for i, s in enumerate(st["slots"]):
+            print("slot: %d,             status: %s" % (i, s["status"]))
     elif verb == "fake-reboot":
         order = [st["active"], 1 - st["active"]]
         chosen = next((n for n in order if bootable(st["slots"][n])), None)
