@@ -218,3 +218,60 @@ fn the_gate_times_out_on_a_dead_camera_rolls_back_and_reboots() {
     assert!(ok(&["ota", "boot", "-c", c]).contains("booted slot A; update rolled_back"));
     assert_ne!(status(&config)["running_version"], "2.0.0");
 }
+
+/// A release that crashes every couple of seconds, in the same boot (slower than systemd's start limit, so
+/// systemd keeps restarting it): the health gate's deadline counts from the trial's first start, so the
+/// restarts do not postpone it and the release is rolled back once `health_timeout_s` has passed in all.
+#[test]
+fn the_trial_deadline_survives_restarts() {
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
+    std::fs::write(&slot_a, data(64 << 10, 42)).unwrap();
+    let dead = common::free_port();
+    let config = ota_common::config(
+        d,
+        &format!(
+            "backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\nhealth_window_s = 1\nhealth_timeout_s = 6\nreboot_command = [\"true\"]\n",
+            slot_a.display(),
+            slot_b.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[ota]",
+        &format!("[[camera]]\nid = \"gate\"\nsource = \"rtsp://127.0.0.1:{dead}/none\"\nreconnect_initial_s = 1\nreconnect_max_s = 1\n[ota]"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let c = config.to_str().unwrap();
+    let img = d.join("rootfs");
+    std::fs::write(&img, data(100_000, 43)).unwrap();
+    let v2 = bundle(&d.join("v2.bundle"), "perch-test", "2.0.0", &[("rootfs", &img)], Some(1), 64 << 10);
+    ok(&["ota", "install", "--quiet", "-c", c, v2.to_str().unwrap()]);
+    assert!(ok(&["ota", "boot", "-c", c]).contains("booted slot B; update trial"));
+    let started = Instant::now();
+    // Each run lives 2.5 s, less than the 6 s timeout: only a deadline kept across restarts can expire.
+    let mut runs = 0;
+    while !phase_is(&config, "rolled_back") {
+        assert!(runs < 8, "still on trial after {runs} crashing runs ({:?})", started.elapsed());
+        let mut p = Proc::spawn({
+            let mut cmd = common::perch();
+            cmd.args(["run", "-c", c]);
+            cmd
+        });
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(2500) && p.child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if p.child.try_wait().unwrap().is_none() {
+            p.signal("KILL");
+        }
+        let _ = p.wait_exit(Duration::from_secs(20));
+        runs += 1;
+    }
+    assert!(runs >= 3, "rolled back after {runs} runs: sooner than the timeout allows");
+    let st = status(&config);
+    assert!(st["reason"].as_str().unwrap().contains("health gate not passed within 6 s"), "{st:#}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+}

@@ -152,8 +152,14 @@ pub fn spawn(tasks: &mut JoinSet<()>, config: &Config, inputs: HealthInputs, can
     }
     let golden = ota.golden_image().map(|g| (g, cfg.golden_labels.clone(), config.detector.clone(), config.engine_cache_dir()));
     let gate = Gate::new(Duration::from_secs_f64(cfg.health_window_s), Duration::from_secs_f64(cfg.health_timeout_s));
-    tracing::info!("ota: release {version} is on trial in slot {slot}: committing once healthy for {:.0} s", cfg.health_window_s);
-    tasks.spawn(run_gate(Arc::new(ota), gate, golden, inputs, cancel));
+    let already = ota.trial_elapsed();
+    tracing::info!(
+        "ota: release {version} is on trial in slot {slot}: committing once healthy for {:.0} s (on trial for {:.0} s of {:.0} s)",
+        cfg.health_window_s,
+        already.as_secs_f64(),
+        cfg.health_timeout_s
+    );
+    tasks.spawn(run_gate(Arc::new(ota), gate, golden, inputs, already, cancel));
 }
 
 async fn run_gate(
@@ -161,8 +167,10 @@ async fn run_gate(
     mut gate: Gate,
     golden: Option<(PathBuf, Vec<String>, DetectorConfig, PathBuf)>,
     inputs: HealthInputs,
+    already: Duration,
     cancel: CancellationToken,
 ) {
+    // The deadline counts from the trial's first start in this boot (see `Ota::trial_elapsed`).
     let start = Instant::now();
     let mut golden = golden.map(|(image, labels, det, cache)| tokio::task::spawn_blocking(move || golden_check(&image, &labels, &det, &cache)));
     let mut golden_ok = golden.is_none();
@@ -186,7 +194,7 @@ async fn run_gate(
         if !golden_ok {
             failing.push("golden frame check still running".into());
         }
-        match gate.step(start.elapsed(), &failing) {
+        match gate.step(already + start.elapsed(), &failing) {
             Verdict::Wait => {}
             v => break v,
         }

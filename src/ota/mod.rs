@@ -20,8 +20,9 @@ pub mod state;
 pub mod version;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use config::{BackendKind, OtaConfig};
 pub use flags::{BootFlags, Slot};
@@ -125,6 +126,10 @@ impl Ota {
         let slot = self.backend.booted()?;
         let flags = self.backend.read()?;
         let state = self.transition(Event::Booted { slot, flags }, &format!("booted slot {slot}"))?;
+        if !matches!(state.phase, Phase::Trial { .. }) {
+            // The next trial's clock starts afresh.
+            let _ = std::fs::remove_file(self.trial_clock_path());
+        }
         if let Phase::RolledBack { slot: failed, .. } = &state.phase
             && *failed != slot
             && flags.get(*failed).bootable
@@ -132,6 +137,28 @@ impl Ota {
             self.backend.write(&flags.mark_bad(*failed))?;
         }
         Ok(state)
+    }
+
+    /// Where the trial's start is kept (`trial.json`): the boot it began in and the boot-time clock then.
+    fn trial_clock_path(&self) -> PathBuf {
+        self.dir.join("trial.json")
+    }
+
+    /// How long the release now on trial has been on trial in this boot: its health gate's deadline
+    /// counts from the first start, not from each restart, so a release that crashes every few minutes
+    /// (slower than systemd's start limit) still times out. A reboot starts the clock again (it spent
+    /// one of the bootloader's tries). Records the start on the first call of a trial.
+    pub fn trial_elapsed(&self) -> Duration {
+        let now = TrialClock::now();
+        let path = self.trial_clock_path();
+        let stored: Option<TrialClock> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let (start, elapsed) = TrialClock::since(stored, now);
+        if stored != Some(start) {
+            if let Err(e) = state::write_atomic(&path, &serde_json::to_vec(&start).expect("clock serializes")) {
+                tracing::warn!("ota: cannot record the trial's start ({e}): its deadline counts from this start");
+            }
+        }
+        elapsed
     }
 
     pub fn lock_path(&self) -> PathBuf {
@@ -180,5 +207,52 @@ impl Ota {
             return self.backend.booted().ok().map(|s| self.slot_path(s).join(g));
         }
         Some(g.clone())
+    }
+}
+
+/// When a trial began: the kernel's boot id and its boot-time clock (monotonic, counts suspend, immune to
+/// NTP steps of the wall clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialClock {
+    pub boot_id: u128,
+    pub boottime_ms: u64,
+}
+
+impl TrialClock {
+    /// This boot, now.
+    pub fn now() -> Self {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .and_then(|s| u128::from_str_radix(&s.trim().replace('-', ""), 16).ok())
+            .unwrap_or(0);
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid pointer to a timespec for the call to fill.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        Self { boot_id, boottime_ms: ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000 }
+    }
+
+    /// The trial's start and how long ago it was: the stored start if it is of this boot, else now.
+    pub fn since(stored: Option<Self>, now: Self) -> (Self, Duration) {
+        match stored {
+            Some(s) if s.boot_id == now.boot_id && s.boottime_ms <= now.boottime_ms => (s, Duration::from_millis(now.boottime_ms - s.boottime_ms)),
+            _ => (now, Duration::ZERO),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trial_clock_runs_across_restarts_and_starts_again_after_a_reboot() {
+        let start = TrialClock { boot_id: 7, boottime_ms: 10_000 };
+        let later = TrialClock { boot_id: 7, boottime_ms: 250_000 };
+        assert_eq!(TrialClock::since(None, start), (start, Duration::ZERO), "the first start records itself");
+        assert_eq!(TrialClock::since(Some(start), later), (start, Duration::from_secs(240)), "a restart in the same boot continues");
+        let rebooted = TrialClock { boot_id: 8, boottime_ms: 5_000 };
+        assert_eq!(TrialClock::since(Some(start), rebooted), (rebooted, Duration::ZERO), "a reboot starts again");
+        assert_eq!(TrialClock::since(Some(later), start), (start, Duration::ZERO), "a clock that went back is not trusted");
+        assert_ne!(TrialClock::now().boot_id, 0, "this kernel has a boot id");
     }
 }
