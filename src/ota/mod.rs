@@ -153,10 +153,10 @@ impl Ota {
         let path = self.trial_clock_path();
         let stored: Option<TrialClock> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
         let (start, elapsed) = TrialClock::since(stored, now);
-        if stored != Some(start) {
-            if let Err(e) = state::write_atomic(&path, &serde_json::to_vec(&start).expect("clock serializes")) {
-                tracing::warn!("ota: cannot record the trial's start ({e}): its deadline counts from this start");
-            }
+        if stored != Some(start)
+            && let Err(e) = state::write_atomic(&path, &serde_json::to_vec(&start).expect("clock serializes"))
+        {
+            tracing::warn!("ota: cannot record the trial's start ({e}): its deadline counts from this start");
         }
         elapsed
     }
