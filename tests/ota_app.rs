@@ -169,22 +169,16 @@ fn app_mode_commits_a_healthy_release_and_rolls_back_broken_ones() {
 
 /// Slot mode (file backend): the service itself records the trial boot, its gate times out on a camera that
 /// never delivers, rolls back, and runs the reboot command; the next boot is the old slot.
-#[test]
-fn the_gate_times_out_on_a_dead_camera_rolls_back_and_reboots() {
-    let _serial = common::serial();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
-    std::fs::write(&slot_a, data(64 << 10, 40)).unwrap();
-    let marker = d.join("rebooted");
-    let dead = common::free_port(); // nothing listens there
+/// A file-slot box whose one camera never delivers (nothing listens on its port): any trial on it times out
+/// after `timeout_s`; `reboot` is `ota.reboot_command` as TOML.
+fn dead_camera_box(d: &Path, slot_a: &Path, slot_b: &Path, timeout_s: u32, reboot: &str) -> PathBuf {
+    let dead = common::free_port();
     let config = ota_common::config(
         d,
         &format!(
-            "backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\nhealth_window_s = 1\nhealth_timeout_s = 4\nreboot_command = [\"sh\", \"-c\", \"echo reboot > {}\"]\n",
+            "backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\nhealth_window_s = 1\nhealth_timeout_s = {timeout_s}\nreboot_command = {reboot}\n",
             slot_a.display(),
-            slot_b.display(),
-            marker.display()
+            slot_b.display()
         ),
     );
     let text = std::fs::read_to_string(&config).unwrap().replacen(
@@ -193,6 +187,18 @@ fn the_gate_times_out_on_a_dead_camera_rolls_back_and_reboots() {
         1,
     );
     std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[test]
+fn the_gate_times_out_on_a_dead_camera_rolls_back_and_reboots() {
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
+    std::fs::write(&slot_a, data(64 << 10, 40)).unwrap();
+    let marker = d.join("rebooted");
+    let config = dead_camera_box(d, &slot_a, &slot_b, 4, &format!("[\"sh\", \"-c\", \"echo reboot > {}\"]", marker.display()));
     let c = config.to_str().unwrap();
     let img = d.join("rootfs");
     std::fs::write(&img, data(300_000, 41)).unwrap();
@@ -229,21 +235,7 @@ fn the_trial_deadline_survives_restarts() {
     let d = dir.path();
     let (slot_a, slot_b) = (d.join("slot-a.img"), d.join("slot-b.img"));
     std::fs::write(&slot_a, data(64 << 10, 42)).unwrap();
-    let dead = common::free_port();
-    let config = ota_common::config(
-        d,
-        &format!(
-            "backend = \"file\"\nslot_a = \"{}\"\nslot_b = \"{}\"\nhealth_window_s = 1\nhealth_timeout_s = 6\nreboot_command = [\"true\"]\n",
-            slot_a.display(),
-            slot_b.display()
-        ),
-    );
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "[ota]",
-        &format!("[[camera]]\nid = \"gate\"\nsource = \"rtsp://127.0.0.1:{dead}/none\"\nreconnect_initial_s = 1\nreconnect_max_s = 1\n[ota]"),
-        1,
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = dead_camera_box(d, &slot_a, &slot_b, 6, "[\"true\"]");
     let c = config.to_str().unwrap();
     let img = d.join("rootfs");
     std::fs::write(&img, data(100_000, 43)).unwrap();

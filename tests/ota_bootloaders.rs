@@ -280,19 +280,19 @@ fn grub_env_through_grub_editenv() {
     );
 }
 
+/// The fake firmware's own state after each step of the lifecycle, whichever format it prints.
+const TEGRA_STEPS: [&str; 6] = [
+    "active=1; slot1.status=normal; slot1.boot_successful=0; slot0.boot_successful=1",
+    "current=1; slot1.retry_count=2",
+    "slot1.boot_successful=1",
+    "active=0; slot0.status=normal; slot0.boot_successful=0",
+    "current=1; slot0.status=unbootable",
+    "slot0.status=unbootable",
+];
+
 #[test]
 fn tegra_through_a_fake_nvbootctrl() {
-    lifecycle(
-        "tegra",
-        [
-            "active=1; slot1.status=normal; slot1.boot_successful=0; slot0.boot_successful=1",
-            "current=1; slot1.retry_count=2",
-            "slot1.boot_successful=1",
-            "active=0; slot0.status=normal; slot0.boot_successful=0",
-            "current=1; slot0.status=unbootable",
-            "slot0.status=unbootable",
-        ],
-    );
+    lifecycle("tegra", TEGRA_STEPS);
 }
 
 /// JetPack 5/6 (UEFI) print no `boot_successful`: the new release must still be on trial after its first
@@ -300,17 +300,7 @@ fn tegra_through_a_fake_nvbootctrl() {
 /// raw checks are the fake firmware's own state, the same as on the cboot-era format.
 #[test]
 fn tegra_uefi_through_a_fake_nvbootctrl() {
-    lifecycle(
-        "tegra-uefi",
-        [
-            "active=1; slot1.status=normal; slot1.boot_successful=0; slot0.boot_successful=1",
-            "current=1; slot1.retry_count=2",
-            "slot1.boot_successful=1",
-            "active=0; slot0.status=normal; slot0.boot_successful=0",
-            "current=1; slot0.status=unbootable",
-            "slot0.status=unbootable",
-        ],
-    );
+    lifecycle("tegra-uefi", TEGRA_STEPS);
 }
 
 /// On UEFI, a service restart between the install and the reboot leaves the release pending: the tries
