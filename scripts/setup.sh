@@ -31,6 +31,9 @@ APT_PACKAGES=(
   ffmpeg mosquitto mosquitto-clients
   # OTA bootloader tools driven by the tests: fw_printenv/fw_setenv (+ mkenvimage), grub-editenv
   libubootenv-tool u-boot-tools grub-common
+  # the shipped U-Boot boot script run by real U-Boot (tests/uboot_qemu.rs): QEMU, Debian's U-Boot build,
+  # sfdisk and mke2fs for the virtio disk
+  qemu-system-arm u-boot-qemu fdisk e2fsprogs
   # headless browser for the status page test (tests/http.rs)
   chromium
   # Packaging checks (tests/packaging.rs): systemd-analyze and systemd-sysusers; a venv for oelint-adv

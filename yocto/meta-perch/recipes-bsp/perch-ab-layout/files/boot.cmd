@@ -34,6 +34,7 @@ if test "x${bootslot}" = "x"; then
   echo "perch: no bootable slot in BOOT_ORDER=${BOOT_ORDER}, booting slot A"
   setenv bootslot A
 fi
+echo "perch: booting slot ${bootslot} (BOOT_ORDER=${BOOT_ORDER} A: ok=${PERCH_A_OK} left=${BOOT_A_LEFT} B: ok=${PERCH_B_OK} left=${BOOT_B_LEFT})"
 # Only the spent try needs saving; with CONFIG_ENV_WRITEABLE_LIST only the boot variables are stored.
 saveenv
 
@@ -41,6 +42,12 @@ if test "${bootslot}" = "B"; then setenv rootpart 4; else setenv rootpart 3; fi
 part uuid ${devtype} ${devnum}:${rootpart} rootuuid
 setenv bootargs "${bootargs} root=PARTUUID=${rootuuid} rootfstype=ext4 rootwait perch.slot=${bootslot}"
 test -n "${kernel_image}" || setenv kernel_image Image
-load ${devtype} ${devnum}:${rootpart} ${kernel_addr_r} /boot/${kernel_image}
-load ${devtype} ${devnum}:${rootpart} ${fdt_addr_r} /boot/${fdtfile}
-booti ${kernel_addr_r} - ${fdt_addr_r}
+# A slot whose kernel or device tree does not load, or does not start, must not leave the board at a
+# prompt nobody answers: reset, so the next try (already spent above) or the other slot runs.
+if load ${devtype} ${devnum}:${rootpart} ${kernel_addr_r} /boot/${kernel_image}; then
+  if load ${devtype} ${devnum}:${rootpart} ${fdt_addr_r} /boot/${fdtfile}; then
+    booti ${kernel_addr_r} - ${fdt_addr_r}
+  fi
+fi
+echo "perch: slot ${bootslot} did not boot; resetting"
+reset
