@@ -34,6 +34,8 @@ APT_PACKAGES=(
   # the shipped U-Boot boot script run by real U-Boot (tests/uboot_qemu.rs): QEMU, Debian's U-Boot build,
   # sfdisk and mke2fs for the virtio disk
   qemu-system-arm u-boot-qemu fdisk e2fsprogs
+  # the shipped grub.cfg run by real GRUB in user space (tests/grub_emu.rs)
+  grub-emu
   # headless browser for the status page test (tests/http.rs)
   chromium
   # Packaging checks (tests/packaging.rs): systemd-analyze and systemd-sysusers; a venv for oelint-adv
