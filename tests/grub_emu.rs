@@ -8,23 +8,15 @@
 //! run out. grub-emu has no Linux loader, so every boot also proves that a slot whose kernel does not load
 //! reboots instead of stopping at a prompt.
 
+mod boot_common;
 mod common;
 mod ota_common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+use boot_common::{PARTS, Seen, check, flags, gpt_disk, put, seen, tool};
 use ota_common::*;
-
-fn tool(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}: run scripts/setup.sh (grub-emu, grub-common, fdisk, e2fsprogs)"));
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Sectors (512 bytes) of the boot partition (1); rootA and rootB are 3 and 4 as on the box.
-const BOOT_PART: (u64, u64) = (2048, 16384);
-const TABLE: &str = "label: gpt\nstart=2048, size=16384, name=boot\nstart=18432, size=8192, name=spare\nstart=26624, size=32768, name=rootA\nstart=59392, size=32768, name=rootB\n";
 
 struct Board {
     dir: tempfile::TempDir,
@@ -35,14 +27,6 @@ struct Board {
     cmdline: PathBuf,
 }
 
-#[derive(Debug)]
-struct Boot {
-    slot: char,
-    left: u32,
-    rebooted: bool,
-    console: String,
-}
-
 fn board() -> Board {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
@@ -50,13 +34,9 @@ fn board() -> Board {
     std::fs::create_dir_all(&files).unwrap();
     std::fs::copy(common::root().join("ota/boot/grub.cfg"), files.join("grub.cfg")).unwrap();
     let boot_fs = d.join("boot.ext4");
-    tool(Command::new("mke2fs").args(["-q", "-F", "-t", "ext4", "-d"]).arg(d.join("bootfs")).arg(&boot_fs).arg(format!("{}k", BOOT_PART.1 / 2)));
+    tool(Command::new("mke2fs").args(["-q", "-F", "-t", "ext4", "-d"]).arg(d.join("bootfs")).arg(&boot_fs).arg(format!("{}k", PARTS[0].2 / 2)));
     let disk = d.join("disk.img");
-    std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
-    let mut sfdisk =
-        Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::process::Stdio::piped()).spawn().expect("sfdisk (fdisk package): run scripts/setup.sh");
-    std::io::Write::write_all(sfdisk.stdin.as_mut().unwrap(), TABLE.as_bytes()).unwrap();
-    assert!(sfdisk.wait().unwrap().success());
+    gpt_disk(&disk);
     // The factory block: what perch's grub backend reads on a new box (slot A, proven).
     let grubenv = d.join("grubenv");
     tool(Command::new("grub-editenv").arg(&grubenv).arg("create"));
@@ -90,20 +70,12 @@ impl Board {
 
     /// Puts the boot file system (with perch's grubenv) on the disk, runs GRUB until it reboots, and takes
     /// the grubenv back (with the try GRUB spent).
-    fn power_on(&self) -> Boot {
+    fn power_on(&self) -> Seen {
         let fs = self.boot_fs.display().to_string();
         let env = self.grubenv.display().to_string();
         tool(Command::new("debugfs").args(["-w", "-R", "rm /grub/grubenv", &fs]));
         tool(Command::new("debugfs").args(["-w", "-R", &format!("write {env} /grub/grubenv"), &fs]));
-        let put = |from: &Path, to: &Path, seek: u64| {
-            tool(Command::new("dd").arg(format!("if={}", from.display())).arg(format!("of={}", to.display())).args([
-                "bs=512",
-                &format!("seek={seek}"),
-                "conv=notrunc",
-                "status=none",
-            ]));
-        };
-        put(&self.boot_fs, &self.disk, BOOT_PART.0);
+        put(&self.boot_fs, &self.disk, PARTS[0].1);
         let d = self.dir.path();
         let out = Command::new("timeout")
             .args(["60", "grub-emu", "-m"])
@@ -116,41 +88,20 @@ impl Board {
         // Back: the boot partition as GRUB left it, and its grubenv for perch.
         tool(Command::new("dd").arg(format!("if={}", self.disk.display())).arg(format!("of={fs}")).args([
             "bs=512",
-            &format!("skip={}", BOOT_PART.0),
-            &format!("count={}", BOOT_PART.1),
+            &format!("skip={}", PARTS[0].1),
+            &format!("count={}", PARTS[0].2),
             "status=none",
         ]));
         std::fs::remove_file(&self.grubenv).unwrap();
         tool(Command::new("debugfs").args(["-R", &format!("dump /grub/grubenv {env}"), &fs]));
-        let console = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
-        let line = console.lines().find_map(|l| l.find("perch: booting slot ").map(|i| &l[i..])).unwrap_or_else(|| panic!("grub.cfg did not run:\n{console}"));
-        let slot = line["perch: booting slot ".len()..].chars().next().unwrap();
-        let left = line
-            .split(&format!("{slot}: ok="))
-            .nth(1)
-            .and_then(|p| p.split("left=").nth(1))
-            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let rebooted = out.status.success() && console.contains(&format!("perch: slot {slot} did not boot; rebooting"));
-        Boot { slot, left, rebooted, console }
-    }
-
-    fn flags(&self) -> perch::ota::BootFlags {
-        let st = status(&self.config);
-        serde_json::from_value(st["flags"].clone()).unwrap_or_else(|e| panic!("{e}: {st}"))
+        seen(String::from_utf8_lossy(&out.stdout).replace('\r', "\n"), out.status.success(), "rebooting")
     }
 
     /// Boots, checks GRUB against perch's own prediction, and runs `perch ota boot` on the slot it chose.
-    fn boot_as_predicted(&self) -> Boot {
-        let flags = self.flags();
-        let expect = flags.will_boot().expect("perch's flags name a bootable slot");
+    fn boot_as_predicted(&self) -> Seen {
+        let before = flags(&self.config);
         let b = self.power_on();
-        assert_eq!(b.slot.to_string(), expect.to_string(), "GRUB chose another slot than perch's flags say ({flags:?}):\n{}", b.console);
-        let f = flags.get(expect);
-        let spent = if f.successful { f.tries_left as u32 } else { f.tries_left as u32 - 1 };
-        assert_eq!(b.left, spent, "tries after the boot ({flags:?}):\n{}", b.console);
-        assert!(b.rebooted, "a slot without a kernel left GRUB waiting instead of rebooting:\n{}", b.console);
+        check(&before, &b);
         let saved = tool(Command::new("grub-editenv").arg(&self.grubenv).arg("list"));
         assert!(saved.contains(&format!("BOOT_{}_LEFT={}", b.slot, b.left)), "GRUB did not save the spent try:\n{saved}");
         std::fs::write(&self.cmdline, format!("console=ttyS0 perch.slot={} ro\n", b.slot)).unwrap();

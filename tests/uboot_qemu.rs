@@ -13,22 +13,18 @@
 //! writes back the one variable the script changed — the tries it spent, as U-Boot printed it — with
 //! `fw_setenv`, as a working flash would have kept it.
 
+mod boot_common;
 mod common;
 mod ota_common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+use boot_common::{PARTS, Seen, check, ext4, flags, gpt_disk, put, seen, tool};
 use ota_common::*;
 
 const ENV_SIZE: &str = "0x40000";
 const UBOOT: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
-
-fn tool(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}: run scripts/setup.sh (qemu-system-arm, u-boot-qemu, u-boot-tools, fdisk)"));
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 struct Board {
     dir: tempfile::TempDir,
@@ -37,22 +33,6 @@ struct Board {
     fw_env: PathBuf,
     config: PathBuf,
     cmdline: PathBuf,
-}
-
-/// Sectors (512 bytes) of the disk's partitions: boot (holds boot.scr), spare, rootA (3), rootB (4).
-const PARTS: [(&str, u64, u64); 4] = [("boot", 2048, 16384), ("spare", 18432, 8192), ("rootA", 26624, 32768), ("rootB", 59392, 32768)];
-
-fn ext4(dir: &Path, name: &str, files: &[(&str, &[u8])], sectors: u64) -> PathBuf {
-    let root = dir.join(format!("{name}-files"));
-    for (path, data) in files {
-        let p = root.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap();
-    }
-    std::fs::create_dir_all(&root).unwrap();
-    let img = dir.join(format!("{name}.ext4"));
-    tool(Command::new("mke2fs").args(["-q", "-F", "-t", "ext4", "-d"]).arg(&root).arg(&img).arg(format!("{}k", sectors / 2)));
-    img
 }
 
 fn board() -> Board {
@@ -66,13 +46,7 @@ fn board() -> Board {
             .arg(&script),
     );
     let disk = d.join("disk.img");
-    std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
-    let table: String =
-        std::iter::once("label: gpt\n".to_string()).chain(PARTS.iter().map(|(n, start, size)| format!("start={start}, size={size}, name={n}\n"))).collect();
-    let mut sfdisk =
-        Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::process::Stdio::piped()).spawn().expect("sfdisk (fdisk package): run scripts/setup.sh");
-    std::io::Write::write_all(sfdisk.stdin.as_mut().unwrap(), table.as_bytes()).unwrap();
-    assert!(sfdisk.wait().unwrap().success());
+    gpt_disk(&disk);
     let script_bytes = std::fs::read(&script).unwrap();
     let images = [
         ext4(&d, "boot", &[("boot.scr", &script_bytes)], PARTS[0].2),
@@ -80,12 +54,7 @@ fn board() -> Board {
         ext4(&d, "rootB", &[("etc/slot", b"B")], PARTS[3].2),
     ];
     for (img, start) in images.iter().zip([PARTS[0].1, PARTS[2].1, PARTS[3].1]) {
-        tool(Command::new("dd").arg(format!("if={}", img.display())).arg(format!("of={}", disk.display())).args([
-            "bs=512",
-            &format!("seek={start}"),
-            "conv=notrunc",
-            "status=none",
-        ]));
+        put(img, &disk, start);
     }
     // The factory environment: the board's boot command (find boot.scr on the virtio disk and run it)
     // and the A/B variables a new box ships with (perch-env.txt).
@@ -121,22 +90,13 @@ fn board() -> Board {
     Board { dir, flash, disk, fw_env, config, cmdline }
 }
 
-/// What one boot of U-Boot did: the slot the script chose, the tries it left, and whether it reset.
-#[derive(Debug)]
-struct Boot {
-    slot: char,
-    left: u32,
-    reset: bool,
-    console: String,
-}
-
 impl Board {
     fn c(&self) -> &str {
         self.config.to_str().unwrap()
     }
 
     /// Powers the board on; it runs until the script resets it (`-no-reboot`: QEMU then exits).
-    fn power_on(&self) -> Boot {
+    fn power_on(&self) -> Seen {
         // The failed `saveenv` erases the flash before its write fails: put back what was there, so the
         // environment is what a working flash would hold before `keep_spent_try`.
         let before = std::fs::read(&self.flash).unwrap();
@@ -167,39 +127,20 @@ impl Board {
             .output()
             .expect("qemu-system-aarch64 (qemu-system-arm package): run scripts/setup.sh");
         std::fs::write(&self.flash, before).unwrap();
-        let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-        let line = console.lines().find(|l| l.starts_with("perch: booting slot ")).unwrap_or_else(|| panic!("the script did not run:\n{console}"));
-        let slot = line["perch: booting slot ".len()..].chars().next().unwrap();
-        let field = |name: &str| -> u32 {
-            let part = line.split(&format!("{slot}: ok=")).nth(1).unwrap();
-            part.split(name).nth(1).and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next()).and_then(|v| v.parse().ok()).unwrap_or(0)
-        };
-        let left = field("left=");
-        let reset = out.status.success() && console.contains(&format!("perch: slot {slot} did not boot; resetting")) && console.contains("resetting ...");
-        Boot { slot, left, reset, console }
+        seen(String::from_utf8_lossy(&out.stdout).replace('\r', ""), out.status.success(), "resetting")
     }
 
     /// What a working flash would have kept of the script's `saveenv`: the tries it spent.
-    fn keep_spent_try(&self, boot: &Boot) {
+    fn keep_spent_try(&self, boot: &Seen) {
         tool(Command::new("fw_setenv").arg("-c").arg(&self.fw_env).arg(format!("BOOT_{}_LEFT", boot.slot)).arg(boot.left.to_string()));
         std::fs::write(&self.cmdline, format!("console=ttyAMA0 perch.slot={} rootwait\n", boot.slot)).unwrap();
     }
 
-    fn flags(&self) -> perch::ota::BootFlags {
-        let st = status(&self.config);
-        serde_json::from_value(st["flags"].clone()).unwrap_or_else(|e| panic!("{e}: {st}"))
-    }
-
     /// Boots, checks the script against perch's own prediction, keeps the spent try, runs `perch ota boot`.
-    fn boot_as_predicted(&self) -> Boot {
-        let flags = self.flags();
-        let expect = flags.will_boot().expect("perch's flags name a bootable slot");
+    fn boot_as_predicted(&self) -> Seen {
+        let before = flags(&self.config);
         let b = self.power_on();
-        assert_eq!(b.slot.to_string(), expect.to_string(), "U-Boot chose another slot than perch's flags say ({flags:?}):\n{}", b.console);
-        let f = flags.get(expect);
-        let spent = if f.successful { f.tries_left as u32 } else { f.tries_left as u32 - 1 };
-        assert_eq!(b.left, spent, "tries after the boot ({flags:?}):\n{}", b.console);
-        assert!(b.reset, "a slot without a kernel left U-Boot waiting instead of resetting:\n{}", b.console);
+        check(&before, &b);
         self.keep_spent_try(&b);
         ok(&["ota", "boot", "-c", self.c()]);
         b
