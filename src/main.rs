@@ -311,17 +311,11 @@ fn main() -> ExitCode {
     // `perch ota` logs its state transitions with their reasons (the journal keeps them under systemd).
     let quiet = !matches!(cli.command, Command::Run { .. } | Command::Ota(_) | Command::Fleet(FleetCommand::Serve { .. }));
     perch::logging::init(if quiet { "warn" } else { "info" });
-    // Rust ignores SIGPIPE, so printing into a closed pipe (`perch fleet status --json | head -2`) would
-    // panic. The command-line tools end quietly there, as Unix tools do; the long-running servers keep
-    // ignoring it (their sockets report a closed peer as an error instead).
+    // SIGPIPE stays ignored in every command (see `perch::util::stdout`); the CLI prints through `outln!`,
+    // which ends quietly on a closed pipe.
     let server = matches!(cli.command, Command::Run { .. } | Command::Fleet(FleetCommand::Serve { .. } | FleetCommand::Simulate { .. }));
     if server {
         perch::util::alloc::tune();
-    } else {
-        // SAFETY: restoring the default disposition of one signal, before any other thread exists.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
     }
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -354,15 +348,21 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             let engine_cache = config.as_ref().map(Config::engine_cache_dir).unwrap_or_else(|| std::env::temp_dir().join("perch-engine-cache"));
             let opts = app::detect::DetectOptions { detector, engine_cache, fps, min_score };
-            app::detect::run(&files, &opts, &mut std::io::stdout().lock())?;
-            Ok(ExitCode::SUCCESS)
+            match app::detect::run(&files, &opts, &mut std::io::stdout().lock()) {
+                // The reader closed the pipe (`perch detect … | head`): it has what it wanted.
+                Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => {
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(e),
+                Ok(_) => Ok(ExitCode::SUCCESS),
+            }
         }
         Command::Status { config, json } => {
             let status = app::status::fetch(&config)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                perch::outln!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", app::status::table(&status));
+                perch::out!("{}", app::status::table(&status));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -376,33 +376,33 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::FAILURE);
             }
-            println!("{}: ok ({} camera(s), model {})", file.display(), config.cameras.len(), manifest.name);
+            perch::outln!("{}: ok ({} camera(s), model {})", file.display(), config.cameras.len(), manifest.name);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { model, image, iterations, warmup, threads, min_score } => {
             let mut detector = detector_config(model.as_deref(), None);
             detector.intra_threads = threads;
             let report = app::bench::run(&image, &detector, &std::env::temp_dir().join("perch-engine-cache"), iterations.max(1), warmup, min_score)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            perch::outln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchRecord { input, streams, rounds, segment_s, no_ffmpeg } => {
             let report = app::bench_record::run(&input, streams.max(1), rounds.max(1), std::time::Duration::from_secs_f64(segment_s), !no_ffmpeg)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            perch::outln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bundle(cmd) => {
             match cmd {
                 BundleCommand::Keygen { out, comment } => {
                     let (secret, public) = perch::ota::bundle::keygen(&out, &comment)?;
-                    println!("secret key: {} (keep it off devices)\npublic key: {} (put it in device keyrings)", secret.display(), public.display());
+                    perch::outln!("secret key: {} (keep it off devices)\npublic key: {} (put it in device keyrings)", secret.display(), public.display());
                 }
                 BundleCommand::Build { compatible, version, images, chunk_size, key, out } => {
                     app::ota::build(&out, &compatible, &version, chunk_size, &images, key.as_deref())?
                 }
                 BundleCommand::Sign { key, bundle } => {
                     perch::ota::bundle::sign(&bundle, &perch::ota::bundle::load_signing_key(&key)?)?;
-                    println!("{}: signed", bundle.display());
+                    perch::outln!("{}: signed", bundle.display());
                 }
                 BundleCommand::Verify { keyring, no_keyring, bundle } => {
                     if keyring.is_none() && !no_keyring {
@@ -452,7 +452,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 criteria: perch::detect::shadow::ShadowCriteria { max_disagreement, max_latency_increase, max_error_rate, ..Default::default() },
             };
             let (verdict, _) = app::shadow::run(&files, &opts)?;
-            println!("{}", serde_json::to_string_pretty(&verdict)?);
+            perch::outln!("{}", serde_json::to_string_pretty(&verdict)?);
             if let Some(broker) = mqtt {
                 let mut report = serde_json::to_value(&verdict)?;
                 report["current"] = current.display().to_string().into();

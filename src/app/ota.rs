@@ -23,7 +23,7 @@ pub fn build(out: &Path, compatible: &str, version: &str, chunk_size: u32, image
     let images = images.iter().map(|s| parse_image(s)).collect::<anyhow::Result<Vec<_>>>()?;
     let key = key.map(bundle::load_signing_key).transpose()?;
     let m = bundle::build(out, compatible, version, chunk_size, &images, key.as_ref())?;
-    println!(
+    crate::outln!(
         "{}: {} {} ({} image(s), {} bytes){}",
         out.display(),
         m.compatible,
@@ -40,9 +40,9 @@ pub fn info(path: &Path) -> anyhow::Result<()> {
     // Shown, not trusted: `perch bundle verify --keyring` checks the signature.
     let h = bundle::Header::read(&mut f)?.parse_unverified()?;
     let m = &h.manifest;
-    println!("compatible: {}\nversion:    {}\ncreated:    {}\nchunk size: {}", m.compatible, m.version, m.created, m.chunk_size);
+    crate::outln!("compatible: {}\nversion:    {}\ncreated:    {}\nchunk size: {}", m.compatible, m.version, m.created, m.chunk_size);
     for img in &m.images {
-        println!(
+        crate::outln!(
             "image {}: {} bytes, sha256 {}, {} chunk(s){}",
             img.name,
             img.size,
@@ -52,10 +52,10 @@ pub fn info(path: &Path) -> anyhow::Result<()> {
         );
     }
     for (pk, _) in &h.signatures {
-        println!("signed by key {}", bundle::key_id(pk));
+        crate::outln!("signed by key {}", bundle::key_id(pk));
     }
     if h.signatures.is_empty() {
-        println!("unsigned");
+        crate::outln!("unsigned");
     }
     Ok(())
 }
@@ -65,9 +65,9 @@ pub fn verify(path: &Path, keyring: Option<&Path>) -> anyhow::Result<()> {
     let (h, key) = bundle::verify(path, ring.as_ref())?;
     match key {
         Some(k) => {
-            println!("{}: ok ({} {}, signed by trusted key {})", path.display(), h.manifest.compatible, h.manifest.version, bundle::key_id(k.as_bytes()))
+            crate::outln!("{}: ok ({} {}, signed by trusted key {})", path.display(), h.manifest.compatible, h.manifest.version, bundle::key_id(k.as_bytes()))
         }
-        None => println!(
+        None => crate::outln!(
             "{}: payload ok ({} {}); signature NOT checked (--no-keyring): check it with --keyring before trusting the bundle",
             path.display(),
             h.manifest.compatible,
@@ -106,13 +106,13 @@ pub fn install(config: &Path, source: &str, allow_downgrade: bool, slot: Option<
     }
     let m = result?;
     let state = ota.load_state()?;
-    println!("installed {} ({}); state: {}; it runs after the next boot (app mode: restart perch)", m.version, m.compatible, state.phase.name());
+    crate::outln!("installed {} ({}); state: {}; it runs after the next boot (app mode: restart perch)", m.version, m.compatible, state.phase.name());
     Ok(())
 }
 
 pub fn status(config: &Path) -> anyhow::Result<()> {
     let ota = open(config)?;
-    println!("{}", serde_json::to_string_pretty(&ota.status()?)?);
+    crate::outln!("{}", serde_json::to_string_pretty(&ota.status()?)?);
     Ok(())
 }
 
@@ -120,7 +120,7 @@ pub fn boot(config: &Path) -> anyhow::Result<()> {
     let ota = open(config)?;
     let state = ota.boot()?;
     let booted = ota.backend.booted()?;
-    println!("booted slot {booted}; update {}", state.phase.name());
+    crate::outln!("booted slot {booted}; update {}", state.phase.name());
     if let crate::ota::Phase::RolledBack { version, reason, .. } = &state.phase {
         eprintln!("release {version} was rolled back: {reason}");
     }
@@ -129,13 +129,13 @@ pub fn boot(config: &Path) -> anyhow::Result<()> {
 
 pub fn commit(config: &Path) -> anyhow::Result<()> {
     let state = open(config)?.commit("committed by hand (perch ota commit)")?;
-    println!("update {}", state.phase.name());
+    crate::outln!("update {}", state.phase.name());
     Ok(())
 }
 
 pub fn rollback(config: &Path, reason: &str) -> anyhow::Result<()> {
     let ota = open(config)?;
     let state = ota.rollback(reason)?;
-    println!("update {}: reboot (app mode: restart perch) to run the previous slot", state.phase.name());
+    crate::outln!("update {}: reboot (app mode: restart perch) to run the previous slot", state.phase.name());
     Ok(())
 }

@@ -305,17 +305,17 @@ pub async fn status(broker: &str, prefix: &str, json: bool) -> anyhow::Result<()
     }
     if json {
         for (d, (s, m, online)) in &devices {
-            println!("{}", serde_json::json!({ "device": d, "online": online, "ota": s, "model": m }));
+            crate::outln!("{}", serde_json::json!({ "device": d, "online": online, "ota": s, "model": m }));
         }
         return Ok(());
     }
-    println!("{:<16} {:<12} {:<5} {:<12} {:<12} {:<8} {:<25} last error", "DEVICE", "VERSION", "SLOT", "PHASE", "MODEL", "HEALTH", "LAST SEEN");
+    crate::outln!("{:<16} {:<12} {:<5} {:<12} {:<12} {:<8} {:<25} last error", "DEVICE", "VERSION", "SLOT", "PHASE", "MODEL", "HEALTH", "LAST SEEN");
     for (d, (s, m, online)) in &devices {
         let s = s.clone().unwrap_or_default();
         let m = m.clone().unwrap_or_default();
         let str_of = |k: &str| s[k].as_str().unwrap_or("-").to_string();
         let error = s["last_error"].as_str().or(m["error"].as_str()).unwrap_or("");
-        println!(
+        crate::outln!(
             "{:<16} {:<12} {:<5} {:<12} {:<12} {:<8} {:<25} {}",
             d,
             str_of("running_version"),
@@ -327,7 +327,7 @@ pub async fn status(broker: &str, prefix: &str, json: bool) -> anyhow::Result<()
             error
         );
     }
-    println!("{} device(s)", devices.len());
+    crate::outln!("{} device(s)", devices.len());
     Ok(())
 }
 
@@ -391,7 +391,7 @@ pub async fn start(broker: &str, path: &Path, o: StartOptions) -> anyhow::Result
         results: BTreeMap::new(),
     };
     r.save(path)?;
-    println!("rollout {}: {} to {} device(s) in {} wave(s) ({:?} %)", r.id, r.version, r.devices.len(), r.waves.len(), r.waves);
+    crate::outln!("rollout {}: {} to {} device(s) in {} wave(s) ({:?} %)", r.id, r.version, r.devices.len(), r.waves.len(), r.waves);
     drive(broker, path, r).await
 }
 
@@ -408,7 +408,7 @@ pub async fn resume(broker: &str, path: &Path) -> anyhow::Result<RolloutStatus> 
         RolloutStatus::Running => {}
     }
     r.save(path)?;
-    println!("rollout {}: resuming at wave {}/{}", r.id, r.wave + 1, r.waves.len());
+    crate::outln!("rollout {}: resuming at wave {}/{}", r.id, r.wave + 1, r.waves.len());
     drive(broker, path, r).await
 }
 
@@ -427,7 +427,7 @@ pub async fn abort(broker: &str, path: &Path) -> anyhow::Result<RolloutStatus> {
     r.status = RolloutStatus::Aborted;
     r.reason = Some("aborted by hand".into());
     r.save(path)?;
-    println!("rollout {}: aborted ({} pending device(s) sent cancel)", r.id, pending.len());
+    crate::outln!("rollout {}: aborted ({} pending device(s) sent cancel)", r.id, pending.len());
     Ok(r.status)
 }
 
@@ -468,10 +468,10 @@ async fn drive(broker: &str, path: &Path, mut r: Rollout) -> anyhow::Result<Roll
                     began.elapsed().as_secs_f64()
                 );
                 if tty {
-                    print!("\r\x1b[K{line}");
+                    crate::out!("\r\x1b[K{line}");
                     let _ = std::io::Write::flush(&mut std::io::stdout());
                 } else {
-                    println!("{line}");
+                    crate::outln!("{line}");
                 }
             }
             if c.2 == 0 {
@@ -512,7 +512,7 @@ async fn drive(broker: &str, path: &Path, mut r: Rollout) -> anyhow::Result<Roll
             }
         }
         if tty {
-            println!();
+            crate::outln!();
         }
         let (_, failed, _) = r.counts(&members);
         if exceeds(failed, members.len(), r.max_failures_pct) {
@@ -520,7 +520,7 @@ async fn drive(broker: &str, path: &Path, mut r: Rollout) -> anyhow::Result<Roll
             r.reason = Some(format!("wave {}: {failed} of {} device(s) failed, above --max-failures {} %", wave + 1, members.len(), r.max_failures_pct));
             for d in &members {
                 if let Some(res) = r.results.get(d).filter(|x| x.outcome == Outcome::Failed) {
-                    println!("  {d}: {}", res.detail);
+                    crate::outln!("  {d}: {}", res.detail);
                 }
             }
         } else {
@@ -534,9 +534,9 @@ async fn drive(broker: &str, path: &Path, mut r: Rollout) -> anyhow::Result<Roll
     let (ok, failed, _) = r.counts(&r.devices);
     match r.status {
         RolloutStatus::Paused => {
-            println!("rollout {} PAUSED: {}; fix and `--resume` (continues with the next wave) or `--abort`", r.id, r.reason.clone().unwrap_or_default())
+            crate::outln!("rollout {} PAUSED: {}; fix and `--resume` (continues with the next wave) or `--abort`", r.id, r.reason.clone().unwrap_or_default())
         }
-        _ => println!("rollout {} {:?}: {ok} {}, {failed} failed of {n}", r.id, r.status, r.kind.done()),
+        _ => crate::outln!("rollout {} {:?}: {ok} {}, {failed} failed of {n}", r.id, r.status, r.kind.done()),
     }
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), async { while eventloop.poll().await.is_ok() {} }).await;

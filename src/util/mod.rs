@@ -4,6 +4,7 @@ pub mod alloc;
 pub mod backoff;
 pub mod heartbeat;
 pub mod secret;
+pub mod stdout;
 
 pub use backoff::Backoff;
 pub use heartbeat::Heartbeat;
