@@ -36,6 +36,9 @@ APT_PACKAGES=(
   qemu-system-arm u-boot-qemu fdisk e2fsprogs
   # the shipped grub.cfg run by real GRUB in user space (tests/grub_emu.rs)
   grub-emu
+  # the x86 appliance as a VM (ota/vm/build.sh, tests/vm_appliance.rs): Debian's archive into a root file
+  # system, GRUB for UEFI, FAT tools for the EFI system partition, QEMU with its UEFI firmware
+  mmdebstrap grub-efi-amd64-bin dosfstools mtools qemu-system-x86 ovmf
   # headless browser for the status page test (tests/http.rs)
   chromium
   # Packaging checks (tests/packaging.rs): systemd-analyze and systemd-sysusers; a venv for oelint-adv

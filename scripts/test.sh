@@ -11,5 +11,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo build --release (the binary the VM appliance runs: tests/vm_appliance.rs)"
+cargo build --locked --release
 echo "== cargo test"
 cargo test --locked --no-fail-fast

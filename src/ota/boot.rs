@@ -175,7 +175,8 @@ impl Bootloader for EnvBackend {
                 for (k, v) in &vars {
                     c.arg(format!("{k}={v}"));
                 }
-                run(&mut c, "writing the GRUB environment").map(drop)
+                run(&mut c, "writing the GRUB environment")?;
+                sync_env_file(env)
             }
         }
     }
@@ -186,6 +187,15 @@ impl Bootloader for EnvBackend {
             OtaError::Boot(format!("{} names no slot: the boot script must pass perch.slot=A or perch.slot=B to the kernel", self.cmdline.display()))
         })
     }
+}
+
+/// grub-editenv syncs the new block but not the directory its rename changed: on the box's FAT partition a
+/// power cut right after a commit could bring back the old block (the release on trial again, or an install
+/// that never happened). Syncing both makes the write durable before perch records the transition.
+fn sync_env_file(env: &Path) -> Result<(), OtaError> {
+    let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+    let dir = env.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    sync(env).and_then(|()| sync(dir)).map_err(|e| OtaError::Boot(format!("syncing {}: {e}: check the boot partition is mounted read-write", env.display())))
 }
 
 /// Jetson: `nvbootctrl -t rootfs` (L4T). The firmware keeps the retry counter; perch switches the active

@@ -1,7 +1,8 @@
 # nooelint: oelint.var.bbclassextend - board-specific (MACHINE_ARCH): no native or nativesdk variant makes sense
 SUMMARY = "perch A/B layout: U-Boot environment, boot script and data partition mount"
-DESCRIPTION = "The U-Boot side of perch's OTA (ota/README.md): fw_env.config for libubootenv, the \
-               factory environment image written into the ubootenv partition, the A/B boot script, \
+DESCRIPTION = "The bootloader side of perch's OTA (ota/README.md): fw_env.config for libubootenv, the \
+               factory environment image written into the ubootenv partition, the A/B boot script \
+               (U-Boot boot.scr, or GRUB's grub.cfg on x86), \
                and the mount of the data partition both slots share."
 AUTHOR = "perch developers"
 HOMEPAGE = "https://github.com/perch-edge/perch"
@@ -15,6 +16,7 @@ DEPENDS = "u-boot-tools-native"
 CVE_PRODUCT = "perch"
 
 SRC_URI = "file://boot.cmd \
+           file://grub.cfg \
            file://fw_env.config \
            file://perch-env.txt \
            file://var-lib-perch.mount \
@@ -47,6 +49,9 @@ do_install() {
 do_deploy() {
     install -m 0644 ${B}/perch-uboot-env.bin ${DEPLOYDIR}/perch-uboot-env.bin
     install -m 0644 ${B}/boot.scr ${DEPLOYDIR}/boot.scr
+    # x86 machines boot with GRUB instead: the same grub.cfg as the VM appliance (files/grub.cfg links to
+    # ota/boot/grub.cfg), for the EFI system partition beside its grubenv.
+    install -m 0644 ${S}/grub.cfg ${DEPLOYDIR}/perch-grub.cfg
 }
 addtask deploy after do_compile before do_build
 

@@ -57,6 +57,8 @@ do_install:append() {
     printf '[Service]\nEnvironment=ORT_DYLIB_PATH=%s\n' "${PERCH_ORT_LIBRARY}" > ${D}${systemd_system_unitdir}/perch.service.d/onnxruntime.conf
 
     install -d ${D}${nonarch_libdir}/tmpfiles.d ${D}${nonarch_libdir}/sysusers.d ${D}${nonarch_libdir}/systemd/journald.conf.d
+    install -d ${D}${nonarch_libdir}/systemd/system.conf.d
+    install -m 0644 ${overlay}/usr/lib/systemd/system.conf.d/perch-watchdog.conf ${D}${nonarch_libdir}/systemd/system.conf.d/perch-watchdog.conf
     install -m 0644 ${overlay}/usr/lib/tmpfiles.d/perch.conf ${D}${nonarch_libdir}/tmpfiles.d/perch.conf
     install -m 0644 ${overlay}/usr/lib/sysusers.d/perch.conf ${D}${nonarch_libdir}/sysusers.d/perch.conf
     install -m 0644 ${overlay}/usr/lib/systemd/journald.conf.d/perch.conf ${D}${nonarch_libdir}/systemd/journald.conf.d/perch.conf
@@ -85,6 +87,7 @@ FILES:${PN} += "${systemd_system_unitdir} \
                 ${nonarch_libdir}/tmpfiles.d \
                 ${nonarch_libdir}/sysusers.d \
                 ${nonarch_libdir}/systemd/journald.conf.d \
+                ${nonarch_libdir}/systemd/system.conf.d \
                 ${nonarch_base_libdir}/udev/rules.d \
                "
 FILES:${PN}-jetson += "${systemd_system_unitdir}/perch.service.d/jetson.conf"
