@@ -38,7 +38,7 @@ APT_PACKAGES=(
   grub-emu
   # the x86 appliance as a VM (ota/vm/build.sh, tests/vm_appliance.rs): Debian's archive into a root file
   # system, GRUB for UEFI, FAT tools for the EFI system partition, QEMU with its UEFI firmware
-  mmdebstrap grub-efi-amd64-bin dosfstools mtools qemu-system-x86 ovmf
+  mmdebstrap grub-efi-amd64-bin dosfstools mtools qemu-system-x86 ovmf socat
   # headless browser for the status page test (tests/http.rs)
   chromium
   # Packaging checks (tests/packaging.rs): systemd-analyze and systemd-sysusers; a venv for oelint-adv

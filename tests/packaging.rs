@@ -138,7 +138,7 @@ fn path_units_agree_with_their_services_and_the_config() {
     let bundle = "/var/lib/perch/ota/incoming/update.bundle";
     assert_eq!(value("perch-ota-install.path", "PathExists"), [bundle]);
     assert!(value("perch-ota-install.service", "ExecStart")[0].ends_with(&format!(" {bundle}")));
-    assert_eq!(value("perch-ota-install.service", "ExecStopPost"), [format!("/bin/rm -f {bundle}")]);
+    assert_eq!(value("perch-ota-install.service", "ExecStopPost"), [format!("/bin/rm -f {bundle}"), "/bin/sync -f /var/lib/perch/ota/incoming".to_string()]);
     let request = "/var/lib/perch/ota/reboot-requested";
     assert_eq!(value("perch-reboot.path", "PathExists"), [request]);
     assert_eq!(value("perch-reboot.service", "ExecStart"), [format!("/bin/rm -f {request}")]);

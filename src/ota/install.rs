@@ -215,6 +215,14 @@ impl Ota {
         if target == booted {
             return Err(OtaError::Refused(format!("slot {target} is the booted slot: perch never writes the slot it runs from")));
         }
+        // The bootloader's flags, not only perch's state, decide: at boot the install unit can run before
+        // the service has recorded the trial (a bundle left in incoming/ by a power cut), and writing the
+        // other slot then would destroy the way back.
+        if !self.backend.read()?.get(booted).successful {
+            return Err(OtaError::Refused(format!(
+                "the booted slot {booted} is on trial (not yet committed): the other slot is the way back; install after the health gate commits or rolls back"
+            )));
+        }
         let app = self.cfg.backend == BackendKind::App;
         if !app && !m.images.iter().any(|i| i.name == self.cfg.image) {
             return Err(OtaError::Refused(format!(
