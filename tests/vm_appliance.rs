@@ -400,8 +400,7 @@ impl Vm {
 
     /// `systemctl reboot` in the box, then the next boot's agent.
     fn reboot(&mut self) {
-        let stream = self.agent.as_mut().expect("powered on");
-        stream.write_all(b"systemctl reboot\n").unwrap();
+        self.request_reboot();
         self.wait_boot(BOOT);
     }
 
@@ -569,20 +568,25 @@ fn assert_rolled_back(vm: &mut Vm, host: &Host, why: &str) {
     eprintln!("vm: rolled back: {reason}");
 }
 
+/// A box on the factory release installs `release` and reboots into it: the host, the box, every GRUB boot
+/// until slot A runs again, and how long that took from the reboot.
+fn fall_back_from(release: &str, timeout: Duration) -> (Host, Vm, Vec<GrubBoot>, Duration) {
+    let host = Host::new();
+    let mut vm = Vm::new(image(), &host);
+    vm.first_boot();
+    vm.install(release);
+    let t = Instant::now();
+    vm.request_reboot();
+    let boots = vm.until_slot('A', timeout);
+    (host, vm, boots, t.elapsed())
+}
+
 /// Scenario 2: a release that boots but fails its health gate (its golden frame expects a giraffe) is
 /// rolled back by perch itself, which reboots into A well within the gate's timeout.
 #[test]
 fn a_release_that_fails_its_health_gate_is_rolled_back_by_perch() {
     let _s = serial();
-    let image = image();
-    let host = Host::new();
-    let mut vm = Vm::new(image, &host);
-    vm.first_boot();
-    vm.install("gate-fail");
-    let t = Instant::now();
-    vm.request_reboot();
-    let boots = vm.until_slot('A', Duration::from_secs(600));
-    let took = t.elapsed();
+    let (host, mut vm, boots, took) = fall_back_from("gate-fail", Duration::from_secs(600));
     assert_eq!(slots(&boots), "BA", "{boots:?}");
     assert_eq!((boots[0].of('B', "ok"), boots[0].of('B', "left")), ("0".into(), "2".into()), "{}", boots[0].line);
     assert!(took < Duration::from_secs(240), "back on A after {took:?}: not within the gate's 240 s");
@@ -595,18 +599,11 @@ fn a_release_that_fails_its_health_gate_is_rolled_back_by_perch() {
 #[test]
 fn a_release_that_crash_loops_runs_out_of_tries_and_grub_falls_back() {
     let _s = serial();
-    let image = image();
-    let host = Host::new();
-    let mut vm = Vm::new(image, &host);
-    vm.first_boot();
-    vm.install("crash-loop");
-    let t = Instant::now();
-    vm.request_reboot();
-    let boots = vm.until_slot('A', Duration::from_secs(1200));
+    let (host, mut vm, boots, took) = fall_back_from("crash-loop", Duration::from_secs(1200));
     assert_eq!(slots(&boots), "BBBA", "{boots:?}");
     let left: Vec<String> = boots[..3].iter().map(|b| b.of('B', "left")).collect();
     assert_eq!(left, ["2", "1", "0"], "{boots:?}");
-    eprintln!("vm: crash loop to slot A in {:.0} s", t.elapsed().as_secs_f64());
+    eprintln!("vm: crash loop to slot A in {:.0} s", took.as_secs_f64());
     assert_rolled_back(&mut vm, &host, "tries");
 }
 
@@ -615,14 +612,7 @@ fn a_release_that_crash_loops_runs_out_of_tries_and_grub_falls_back() {
 #[test]
 fn a_release_that_wedges_the_box_is_reset_by_the_watchdog_until_grub_falls_back() {
     let _s = serial();
-    let image = image();
-    let host = Host::new();
-    let mut vm = Vm::new(image, &host);
-    vm.first_boot();
-    vm.install("hang");
-    let t = Instant::now();
-    vm.request_reboot();
-    let boots = vm.until_slot('A', Duration::from_secs(1200));
+    let (host, mut vm, boots, took) = fall_back_from("hang", Duration::from_secs(1200));
     assert_eq!(slots(&boots), "BBBA", "{boots:?}");
     let texts = vm.boot_texts();
     let n = texts.len();
@@ -633,7 +623,7 @@ fn a_release_that_wedges_the_box_is_reset_by_the_watchdog_until_grub_falls_back(
         assert!(text.contains("Using hardware watchdog") || text.contains("i6300ESB"), "B boot {i}: no watchdog:\n{text}");
         assert!(!text.contains("reboot: Restarting system"), "B boot {i} rebooted by itself instead of hanging:\n{text}");
     }
-    eprintln!("vm: wedged release to slot A in {:.0} s", t.elapsed().as_secs_f64());
+    eprintln!("vm: wedged release to slot A in {:.0} s", took.as_secs_f64());
     assert_rolled_back(&mut vm, &host, "tries");
 }
 
