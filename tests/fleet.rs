@@ -323,6 +323,79 @@ fn the_service_answers_ota_commands_through_the_verified_install() {
     assert!(ok(&["ota", "boot", "-c", config.to_str().unwrap()]).contains("booted slot B; update trial"));
 }
 
+/// Plays `perch-ota-install.path` + `perch-ota-install.service` for a box under test: when a bundle appears
+/// in `incoming/`, runs the unit's ExecStart (`perch ota install --quiet --config …`) and then its
+/// ExecStopPost (`rm`). Returns how many installs it ran once `stop` is set.
+fn install_unit(config: PathBuf, incoming: PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let bundle = incoming.join("update.bundle");
+        let mut runs = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if bundle.exists() {
+                let _ = perch().args(["ota", "install", "--quiet", "--config"]).arg(&config).arg(&bundle).status();
+                let _ = std::fs::remove_file(&bundle);
+                runs += 1;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        runs
+    })
+}
+
+/// A hardened box (`install_by = "install_unit"`, the default on block backends) cannot write its slots:
+/// the service downloads a fleet install, checks it and hands it to the install unit through `incoming/`.
+/// A forged bundle and one with another SHA-256 never reach the unit; a signed one is written by the unit,
+/// the service reports it installed and asks for the reboot through `reboot-requested` (the default
+/// `ota.reboot_command`, which `perch-reboot.path` acts on).
+#[test]
+fn a_hardened_box_hands_fleet_installs_to_the_install_unit() {
+    let _serial = common::serial();
+    let lab = Lab::new();
+    let (d, config, slot_b) = service_box(&lab, "[[camera]]\nid = \"yard\"\nsource = \"test://ball?width=320&height=240&fps=10\"\ndetect_fps = 2");
+    let text = std::fs::read_to_string(&config).unwrap().replacen("[ota]\n", "[ota]\ninstall_by = \"install_unit\"\n", 1);
+    std::fs::write(&config, text).unwrap();
+    let img = d.join("rootfs");
+    std::fs::write(&img, data(300_000, 9)).unwrap();
+    bundle(&lab.path("bundles/forged.bundle"), "perch-test", "5.0.0", &[("rootfs", &img)], None, CHUNK);
+    bundle(&lab.path("bundles/signed.bundle"), "perch-test", "5.0.0", &[("rootfs", &img)], Some(1), CHUNK);
+    let incoming = d.join("state/ota/incoming");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let unit = install_unit(config.clone(), incoming.clone(), stop.clone());
+    let mut cmd = perch();
+    cmd.args(["run", "-c"]).arg(&config);
+    let mut service = Proc::spawn(cmd);
+    let online = common::subscriber(lab.port, "perch/ota-box/status", "svc-status");
+    assert!(online.wait_for(Duration::from_secs(30), |out, _| out.iter().any(|l| l.text.ends_with("online"))), "{}", service.stderr_text());
+
+    let install = |name: &str, sha: &str, id: &str| {
+        let url = format!("{}/{name}.bundle", lab.http);
+        command(&lab, "ota-box", serde_json::json!({"op":"install","id":id,"url":url,"bundle_sha256":sha,"version":"5.0.0"}))
+    };
+    let forged_sha = sha256(&lab.path("bundles/forged.bundle"));
+    assert_eq!(install("forged", &forged_sha, "h1")["started"], true);
+    let s = wait_state(&lab, "ota-box", |s| s["last_error"].as_str().is_some_and(|e| e.contains("signature")));
+    assert_eq!(s["phase"], "idle", "{s}");
+    let signed_sha = sha256(&lab.path("bundles/signed.bundle"));
+    // The signed bundle under the forged one's SHA-256: the server holds another file than the command names.
+    assert_eq!(install("signed", &forged_sha, "h2")["started"], true);
+    let s = wait_state(&lab, "ota-box", |s| s["last_error"].as_str().is_some_and(|e| e.contains("SHA-256")));
+    assert_eq!(s["phase"], "idle", "{s}");
+    let left: Vec<_> = std::fs::read_dir(&incoming).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "a refused download left {left:?} in incoming/");
+    assert!(!slot_b.exists(), "a refused bundle wrote slot B");
+
+    assert_eq!(install("signed", &signed_sha, "h3")["started"], true);
+    assert!(service.wait_exit(Duration::from_secs(60)).success(), "the service restarts into the new release: {}", service.stderr_text());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(unit.join().unwrap(), 1, "only the signed bundle with its own SHA-256 reached the install unit");
+    assert_eq!(sha256(&slot_b), sha256(&img), "the install unit wrote slot B");
+    assert_eq!(phase(&config), "installed");
+    let s = wait_state(&lab, "ota-box", |s| s["phase"] == "installed");
+    assert_eq!((s["bundle_sha256"].as_str(), s["last_error"].as_str()), (Some(signed_sha.as_str()), None), "{s}");
+    assert!(d.join("state/ota/reboot-requested").exists(), "the service asked perch-reboot.path for the reboot");
+    assert!(ok(&["ota", "boot", "-c", config.to_str().unwrap()]).contains("booted slot B; update trial"));
+}
+
 /// Model blue/green on the device: a model bundle is checked like any update, then the candidate runs in
 /// shadow beside the current model on the camera's frames. A copy is promoted and still serves after a
 /// restart; a model with perturbed weights is rejected with its figures and deleted; a forged bundle is

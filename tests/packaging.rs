@@ -143,8 +143,15 @@ fn path_units_agree_with_their_services_and_the_config() {
     assert_eq!(value("perch-reboot.path", "PathExists"), [request]);
     assert_eq!(value("perch-reboot.service", "ExecStart"), [format!("/bin/rm -f {request}")]);
     assert_eq!(value("perch-reboot.service", "SuccessAction"), ["reboot"]);
+    // perch's default reboot request: `<state_dir>/ota/reboot-requested` under the shipped state_dir.
     let config = read(root().join("overlay/etc/perch/perch.toml"));
-    assert!(config.contains(&format!(r#"# reboot_command = ["touch", "{request}"]"#)), "perch.toml's reboot_command must ask perch-reboot.path");
+    let state_dir = config.lines().find_map(|l| l.strip_prefix("state_dir = ")).map(|v| v.trim().trim_matches('"').to_string());
+    assert_eq!(
+        state_dir.map(|d| format!("{d}/ota/reboot-requested")).as_deref(),
+        Some(request),
+        "perch's default request is not the one perch-reboot.path waits for"
+    );
+    assert!(config.contains("# reboot_command = []"), "perch.toml must keep the default reboot request");
 }
 
 #[test]

@@ -111,20 +111,45 @@ struct Booted {
     release: String,
 }
 
-/// The host side of the box's network: the MQTT broker on loopback, and each bundle offered on a guest
-/// address of its own (QEMU's `guestfwd` connects it to `cat` of the file: a plain stream, no HTTP).
+/// The host side of the box's network: the MQTT broker and an update server (`perch fleet serve` of the
+/// bundles) on loopback, and each bundle also offered on a guest address of its own (QEMU's `guestfwd`
+/// connects it to `cat` of the file: a plain stream, no HTTP).
 struct Host {
     dir: tempfile::TempDir,
     mqtt_port: u16,
+    http_port: u16,
     _broker: Proc,
+    _server: Proc,
 }
 
 impl Host {
-    fn new() -> Self {
+    fn new(image: &Image) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mqtt_port = free_port();
         let broker = mosquitto(dir.path(), mqtt_port);
-        Host { dir, mqtt_port, _broker: broker }
+        let http_port = free_port();
+        let mut c = common::perch();
+        c.args(["fleet", "serve"]).arg(&image.dir).args(["--listen", &format!("127.0.0.1:{http_port}")]);
+        let server = Proc::spawn(c);
+        common::wait_port(http_port, &server);
+        Host { dir, mqtt_port, http_port, _broker: broker, _server: server }
+    }
+
+    /// Sends `perch/perch-vm/cmd/<name>` as a fleet operator does and returns the box's answer.
+    fn command(&self, name: &str, cmd: &serde_json::Value) -> serde_json::Value {
+        let port = self.mqtt_port.to_string();
+        let topic = format!("perch/perch-vm/cmd/{name}");
+        let sub = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-t", &format!("{topic}/result"), "-C", "1", "-W", "60"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let sent = Command::new("mosquitto_pub").args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t", &topic, "-m", &cmd.to_string()]).status().unwrap();
+        assert!(sent.success(), "mosquitto_pub {topic}");
+        let out = sub.wait_with_output().unwrap();
+        let line = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("no answer to {cmd} within 60 s ({e}): {line:?}"))
     }
 
     /// Watches `topic` (retained message first) for up to `timeout` until a message has `phase`; every
@@ -181,7 +206,10 @@ impl Vm {
         std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF (ovmf package): run scripts/setup.sh");
         // `cmd:` starts a new socat for each connection the box opens (a `tcp:` target is one chardev,
         // connected once: a second MQTT connection of the same boot would go nowhere).
-        let mut net = format!("user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:1883-cmd:socat - TCP:127.0.0.1:{}", host.mqtt_port);
+        let mut net = format!(
+            "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:1883-cmd:socat - TCP:127.0.0.1:{},guestfwd=tcp:10.0.2.101:80-cmd:socat - TCP:127.0.0.1:{}",
+            host.mqtt_port, host.http_port
+        );
         for (name, _, _) in RELEASES {
             net += &format!(",guestfwd=tcp:10.0.2.102:{}-cmd:cat {}", bundle_port(name), image.bundle(name).display());
         }
@@ -491,27 +519,33 @@ impl Drop for Vm {
     }
 }
 
-/// Scenario 1: a good release installed from inside the box boots on trial, passes the gate, is committed,
-/// and 20 more reboots stay on it.
+/// Scenario 1: a good release sent as a fleet `cmd/ota` (the hardened service downloads and checks it,
+/// the install unit writes slot B, perch-reboot.path reboots) boots on trial, passes the gate, is
+/// committed, and 20 more reboots stay on it.
 #[test]
 fn a_good_release_is_committed_and_stays_through_twenty_reboots() {
     let _s = serial();
     let image = image();
-    let host = Host::new();
+    let host = Host::new(image);
     let mut vm = Vm::new(image, &host);
     let t = Instant::now();
     vm.first_boot();
     eprintln!("vm: first boot in {:.0} s", t.elapsed().as_secs_f64());
 
     let t = Instant::now();
-    vm.drop_bundle("v2");
-    let st = vm.wait_phase("installed", Duration::from_secs(600));
-    eprintln!("vm: v2 installed by perch-ota-install.service in {:.0} s: {st}", t.elapsed().as_secs_f64());
-    let env = vm.grubenv();
-    assert!(env.contains("BOOT_ORDER=B A") && env.contains("BOOT_B_LEFT=3") && env.contains("PERCH_B_OK=0"), "{env}");
+    let sha = String::from_utf8(Command::new("sha256sum").arg(image.bundle("v2")).output().unwrap().stdout).unwrap();
+    let install = serde_json::json!({"op":"install","id":"vm-1","url":"http://10.0.2.101/v2.bundle","bundle_sha256":&sha[..64],"version":"2.0.0"});
+    let reply = host.command("ota", &install);
+    assert_eq!((reply["ok"].as_bool(), reply["started"].as_bool()), (Some(true), Some(true)), "{reply}");
+    let st = host
+        .wait_published("perch/perch-vm/ota/state", "installed", Duration::from_secs(600))
+        .unwrap_or_else(|seen| panic!("the box did not publish installed: {seen:?}\n{}", vm.console_tail()));
+    assert_eq!((st["bundle_sha256"].as_str(), st["last_error"].as_str()), (Some(&sha[..64]), None), "{st}");
+    eprintln!("vm: v2 downloaded by perch, written by perch-ota-install.service in {:.0} s", t.elapsed().as_secs_f64());
 
+    // The service asks for the reboot itself (perch-reboot.path).
     let t = Instant::now();
-    vm.reboot();
+    vm.wait_boot(BOOT);
     let b = vm.booted();
     assert_eq!((b.slot.as_str(), b.release.as_str()), ("B", "2.0.0"), "{b:?}");
     let boots = vm.new_grub_boots();
@@ -571,7 +605,7 @@ fn assert_rolled_back(vm: &mut Vm, host: &Host, why: &str) {
 /// A box on the factory release installs `release` and reboots into it: the host, the box, every GRUB boot
 /// until slot A runs again, and how long that took from the reboot.
 fn fall_back_from(release: &str, timeout: Duration) -> (Host, Vm, Vec<GrubBoot>, Duration) {
-    let host = Host::new();
+    let host = Host::new(image());
     let mut vm = Vm::new(image(), &host);
     vm.first_boot();
     vm.install(release);
@@ -634,7 +668,7 @@ fn a_release_that_wedges_the_box_is_reset_by_the_watchdog_until_grub_falls_back(
 fn power_cuts_never_boot_an_unverified_slot_and_an_interrupted_install_goes_again() {
     let _s = serial();
     let image = image();
-    let host = Host::new();
+    let host = Host::new(image);
     let mut vm = Vm::new(image, &host);
     vm.first_boot();
 

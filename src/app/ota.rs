@@ -104,6 +104,8 @@ pub fn install(config: &Path, source: &str, allow_downgrade: bool, slot: Option<
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    // For a service that handed this install the bundle (ota.install_by = "install_unit").
+    ota.record_install(&result);
     let m = result?;
     let state = ota.load_state()?;
     crate::outln!("installed {} ({}); state: {}; it runs after the next boot (app mode: restart perch)", m.version, m.compatible, state.phase.name());

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::ota::install::InstallOptions;
-use crate::ota::{Ota, OtaError, Phase};
+use crate::ota::{InstallBy, Ota, OtaError, Phase};
 
 /// One `…/cmd/ota` request.
 #[derive(Debug, Clone, Deserialize)]
@@ -219,7 +219,11 @@ impl Agent {
                 f();
             }
         };
-        let result = self.ota.install(url, opts, &mut progress);
+        let result = match self.ota.cfg.install_by() {
+            InstallBy::Service => self.ota.install(url, opts, &mut progress),
+            // The install unit's progress reaches `…/ota/state` through the state file.
+            InstallBy::InstallUnit => self.ota.install_by_unit(url, opts),
+        };
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if let Err(e) = &result {
             tracing::warn!("fleet install of {url} failed: {e}");
@@ -239,8 +243,9 @@ impl Agent {
     }
 
     /// The service's agent: after a successful install with `reboot`, the new release is booted the way the
-    /// health gate's rollback does it: `ota.reboot_command` on slot backends, then `restart` (the service
-    /// stops; systemd starts it again, and in app mode `perch ota boot` picks the new slot).
+    /// health gate's rollback does it: a reboot request on slot backends ([`Ota::request_reboot`]), then
+    /// `restart` (the service stops; systemd starts it again, and in app mode `perch ota boot` picks the
+    /// new slot).
     pub fn for_service(ota: Arc<Ota>, restart: Arc<dyn Fn() + Send + Sync>, on_change: Option<OnChange>) -> Arc<Self> {
         let after: AfterInstall = Arc::new(move |agent: &Agent, result, reboot| {
             if result.is_err() || !reboot {
@@ -248,10 +253,9 @@ impl Agent {
             }
             tracing::warn!("ota: fleet install done; restarting into the new release");
             if agent.ota.cfg.backend != crate::ota::BackendKind::App
-                && let Some((prog, args)) = agent.ota.cfg.reboot_command.split_first()
-                && let Err(e) = std::process::Command::new(prog).args(args).status()
+                && let Err(e) = agent.ota.request_reboot()
             {
-                agent.set_error(&format!("cannot run ota.reboot_command: {e}"));
+                agent.set_error(&e.to_string());
             }
             restart();
         });

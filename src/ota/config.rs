@@ -22,6 +22,18 @@ pub enum BackendKind {
     App,
 }
 
+/// Who writes the slot when a fleet `cmd/ota` arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallBy {
+    /// The service streams the bundle into the slot itself (app mode, file slots, or a service that may
+    /// write the slot devices).
+    Service,
+    /// The service downloads the bundle into `<ota dir>/incoming/`, checks it, and hands it to
+    /// `perch-ota-install.service`, the only shipped unit allowed to write the slot partitions.
+    InstallUnit,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtaConfig {
@@ -57,8 +69,13 @@ pub struct OtaConfig {
     pub cmdline: PathBuf,
     /// tegra: the `nvbootctrl` program.
     pub nvbootctrl: PathBuf,
-    /// Command run after a rollback on a block backend, to boot the previous slot. Empty: none.
+    /// Command run to reboot after a rollback or a fleet install on a block backend. Empty (the default):
+    /// perch creates `<ota dir>/reboot-requested`, which the shipped `perch-reboot.path` turns into a
+    /// reboot (the hardened service has no right to reboot by itself).
     pub reboot_command: Vec<String>,
+    /// Who writes the slot for a fleet install (default: `install_unit` on block backends, `service` in app
+    /// mode and with file slots).
+    pub install_by: Option<InstallBy>,
     /// HTTPS downloads: CA certificates (PEM) of the update server, instead of the built-in Mozilla roots.
     pub ca_file: Option<PathBuf>,
     /// A download during which the server sends nothing for this long fails (the slot stays unbootable),
@@ -86,7 +103,8 @@ impl Default for OtaConfig {
             grubenv: PathBuf::from("/boot/grub/grubenv"),
             cmdline: PathBuf::from("/proc/cmdline"),
             nvbootctrl: PathBuf::from("nvbootctrl"),
-            reboot_command: vec!["systemctl".into(), "reboot".into()],
+            reboot_command: Vec::new(),
+            install_by: None,
             ca_file: None,
             download_stall_s: 60.0,
         }
@@ -110,6 +128,14 @@ impl OtaConfig {
         for p in [&mut self.state_dir, &mut self.fw_env_config, &mut self.ca_file].into_iter().flatten() {
             abs(p);
         }
+    }
+
+    /// Who writes the slot for a fleet install: the configured choice, else by backend.
+    pub fn install_by(&self) -> InstallBy {
+        self.install_by.unwrap_or(match self.backend {
+            BackendKind::App | BackendKind::File => InstallBy::Service,
+            BackendKind::Uboot | BackendKind::Grub | BackendKind::Tegra => InstallBy::InstallUnit,
+        })
     }
 
     /// The longest silence of an update server within a download.
@@ -180,6 +206,18 @@ mod tests {
         let ota = c.ota.unwrap();
         assert_eq!(ota.backend, BackendKind::Uboot);
         assert!(ota.validate("ota").is_empty(), "{:?}", ota.validate("ota"));
+    }
+
+    #[test]
+    fn block_backends_hand_fleet_installs_to_the_install_unit() {
+        let by = |backend| OtaConfig { backend, ..Default::default() }.install_by();
+        assert_eq!(by(BackendKind::Grub), InstallBy::InstallUnit);
+        assert_eq!(by(BackendKind::Uboot), InstallBy::InstallUnit);
+        assert_eq!(by(BackendKind::Tegra), InstallBy::InstallUnit);
+        assert_eq!(by(BackendKind::App), InstallBy::Service);
+        assert_eq!(by(BackendKind::File), InstallBy::Service);
+        let c = crate::config::Config::parse("device_id = \"x\"\n[ota]\nbackend = \"grub\"\ninstall_by = \"service\"\n").unwrap();
+        assert_eq!(c.ota.unwrap().install_by(), InstallBy::Service);
     }
 
     #[test]

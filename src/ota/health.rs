@@ -211,9 +211,9 @@ async fn run_gate(
         Ok(Ok(true)) => {
             tracing::error!("ota: release rolled back; restarting into the previous slot");
             if ota.cfg.backend != BackendKind::App
-                && let Some((prog, args)) = ota.cfg.reboot_command.split_first()
+                && let Err(e) = ota.request_reboot()
             {
-                let _ = std::process::Command::new(prog).args(args).status();
+                tracing::error!("ota: {e}");
             }
             // systemd (Restart=always) starts perch again: from the previous slot in app mode.
             cancel.cancel();

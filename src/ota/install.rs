@@ -174,6 +174,15 @@ fn load_certs(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, OtaEr
     Ok(certs)
 }
 
+/// A bundle header that passed every check before a write.
+pub(super) struct Checked {
+    pub(super) header: Header,
+    /// The slot the payload goes to.
+    pub(super) target: Slot,
+    /// The bytes written into it.
+    pub(super) total: u64,
+}
+
 /// Where one image goes.
 struct Target {
     path: PathBuf,
@@ -203,7 +212,31 @@ impl Ota {
             return Err(OtaError::Refused("another install is running: wait for it to finish".into()));
         }
         let mut r = Tap { inner: source, hasher: Sha256::new(), cancel: opts.cancel.clone() };
-        let raw = Header::read(&mut r)?;
+        let Checked { header, target, total } = self.check_header(&mut r, opts)?;
+        let m = &header.manifest;
+        let start = Event::StartInstall { slot: target, version: m.version.clone(), total };
+
+        // From here the slot is written: first make sure the bootloader can never pick it half-written.
+        let flags = self.backend.read()?;
+        self.backend.write(&flags.begin_install(target))?;
+        self.transition(start, &format!("installing {} into slot {target}", m.version))?;
+
+        let result = self.write_payload(&mut r, m, target, opts.cancel.as_deref(), progress).and_then(|_| r.check_sha(opts.expect_sha256.as_deref()));
+        if let Err(e) = result {
+            self.transition(Event::InstallFailed { reason: e.to_string() }, &format!("install failed: {e}"))?;
+            return Err(e);
+        }
+        // Everything verified and synced: now, and only now, the slot may boot.
+        let flags = self.backend.read()?;
+        self.backend.write(&flags.finish_install(target, self.cfg.tries))?;
+        self.transition(Event::InstallDone, &format!("{} installed in slot {target}; it boots next ({} tries)", m.version, self.cfg.tries))?;
+        Ok(m.clone())
+    }
+
+    /// Reads the bundle's header and makes every check that needs no write: the signature, the release
+    /// and device type, the downgrade rule, the slot to write and the bootloader's view of the booted one.
+    pub(super) fn check_header(&self, r: &mut dyn Read, opts: &InstallOptions) -> Result<Checked, OtaError> {
+        let raw = Header::read(&mut &mut *r)?;
         let keyring = Keyring::load(&self.cfg.keyring)?;
         let (header, key) = raw.verify(&keyring)?;
         let m = &header.manifest;
@@ -223,36 +256,22 @@ impl Ota {
                 "the booted slot {booted} is on trial (not yet committed): the other slot is the way back; install after the health gate commits or rolls back"
             )));
         }
-        let app = self.cfg.backend == BackendKind::App;
-        if !app && !m.images.iter().any(|i| i.name == self.cfg.image) {
+        if self.cfg.backend != BackendKind::App && !m.images.iter().any(|i| i.name == self.cfg.image) {
             return Err(OtaError::Refused(format!(
                 "the bundle has no image {:?} (ota.image) for the slot device: it has {}",
                 self.cfg.image,
                 m.images.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
-        tracing::info!(version = %m.version, slot = %target, key = %super::bundle::key_id(key.as_bytes()), "ota: signature ok; installing");
-
-        let total = if app { m.payload_size() } else { m.images.iter().find(|i| i.name == self.cfg.image).map_or(0, |i| i.size) };
-        let start = Event::StartInstall { slot: target, version: m.version.clone(), total };
+        let total = match self.cfg.backend {
+            BackendKind::App => m.payload_size(),
+            _ => m.images.iter().find(|i| i.name == self.cfg.image).map_or(0, |i| i.size),
+        };
         // During a trial the other slot is the way back: it must not be touched.
+        let start = Event::StartInstall { slot: target, version: m.version.clone(), total };
         super::state::next(&self.load_state()?.phase, &start).map_err(OtaError::Refused)?;
-
-        // From here the slot is written: first make sure the bootloader can never pick it half-written.
-        let flags = self.backend.read()?;
-        self.backend.write(&flags.begin_install(target))?;
-        self.transition(start, &format!("installing {} into slot {target}", m.version))?;
-
-        let result = self.write_payload(&mut r, m, target, opts.cancel.as_deref(), progress).and_then(|_| r.check_sha(opts.expect_sha256.as_deref()));
-        if let Err(e) = result {
-            self.transition(Event::InstallFailed { reason: e.to_string() }, &format!("install failed: {e}"))?;
-            return Err(e);
-        }
-        // Everything verified and synced: now, and only now, the slot may boot.
-        let flags = self.backend.read()?;
-        self.backend.write(&flags.finish_install(target, self.cfg.tries))?;
-        self.transition(Event::InstallDone, &format!("{} installed in slot {target}; it boots next ({} tries)", m.version, self.cfg.tries))?;
-        Ok(m.clone())
+        tracing::info!(version = %m.version, slot = %target, key = %super::bundle::key_id(key.as_bytes()), "ota: signature ok");
+        Ok(Checked { header, target, total })
     }
 
     /// Refuses a release older than the running one (unless allowed). A running version that does not

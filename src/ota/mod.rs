@@ -6,6 +6,8 @@
 //!   backends (uboot, grub, tegra, file, app) that only read and write those flags.
 //! - [`state`]: the update's state machine, persisted atomically.
 //! - [`install`]: streaming install, verified chunk by chunk, made bootable only when complete.
+//! - [`handoff`]: a fleet install on a hardened box: downloaded and checked by the service, written by
+//!   the install unit.
 //! - [`health`]: the health gate that commits a trial release or rolls it back.
 //! - [`version`]: the release version grammar and its order.
 
@@ -14,6 +16,7 @@ pub mod bundle;
 pub mod config;
 pub mod extract;
 pub mod flags;
+pub mod handoff;
 pub mod health;
 pub mod install;
 pub mod state;
@@ -24,7 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{BackendKind, OtaConfig};
+pub use config::{BackendKind, InstallBy, OtaConfig};
 pub use flags::{BootFlags, Slot};
 pub use state::{Event, OtaState, Phase};
 
@@ -195,6 +198,29 @@ impl Ota {
         let state = self.transition(Event::Rollback { reason: reason.to_string() }, reason)?;
         self.backend.activate(slot.other())?;
         Ok(state)
+    }
+
+    /// Where `perch-ota-install.path` looks for a bundle, and a reboot request for `perch-reboot.path`.
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.dir.join("incoming")
+    }
+
+    /// Boots again after a rollback or a fleet install on a block backend: `ota.reboot_command`, or by
+    /// default a durable `<ota dir>/reboot-requested` that the shipped `perch-reboot.path` acts on.
+    pub fn request_reboot(&self) -> Result<(), OtaError> {
+        if let Some((prog, args)) = self.cfg.reboot_command.split_first() {
+            let status = std::process::Command::new(prog)
+                .args(args)
+                .status()
+                .map_err(|e| OtaError::Io(format!("cannot run ota.reboot_command {prog:?}: {e}: set a command this service may run")))?;
+            if !status.success() {
+                return Err(OtaError::Io(format!("ota.reboot_command {prog:?} failed ({status}): reboot the box by hand")));
+            }
+            return Ok(());
+        }
+        let request = self.dir.join("reboot-requested");
+        state::write_atomic(&request, b"")
+            .map_err(|e| OtaError::Io(format!("cannot ask for a reboot ({e}): enable perch-reboot.path or set ota.reboot_command")))
     }
 
     /// The golden image for the health gate, resolved against the running slot in app mode.
