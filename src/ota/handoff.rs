@@ -31,8 +31,9 @@ const PART: &str = "update.bundle.part";
 /// How `perch ota install` ended, in the OTA directory.
 const RESULT: &str = "install-result.json";
 
-/// A handed-off bundle that nothing takes within this long means the path unit is not running.
-const PICKUP: Duration = Duration::from_secs(60);
+/// A handed-off bundle that nothing takes within this long means the path unit is not running (a slow box
+/// under load can take a minute to start the unit's process).
+const PICKUP: Duration = Duration::from_secs(300);
 /// The install unit's own limit (`TimeoutStartSec=30min`) and some room.
 const INSTALL_LIMIT: Duration = Duration::from_secs(35 * 60);
 /// After the bundle is consumed, the result follows within this long (it is written before the `rm`).
@@ -95,10 +96,11 @@ impl Ota {
         };
         let _ = std::fs::remove_file(self.result_path());
         let io = |e: std::io::Error| OtaError::Io(format!("cannot hand {} to the install unit: {e}", bundle.display()));
+        let handed = std::time::SystemTime::now();
         std::fs::rename(&part, &bundle).map_err(io)?;
         File::open(&incoming).and_then(|d| d.sync_all()).map_err(io)?;
         tracing::info!(version = %manifest.version, "ota: bundle checked and handed to perch-ota-install");
-        self.wait_for_install_unit(&bundle)?;
+        self.wait_for_install_unit(&bundle, handed)?;
         Ok(manifest)
     }
 
@@ -127,10 +129,12 @@ impl Ota {
         r.check_sha(opts.expect_sha256.as_deref())
     }
 
-    /// Waits until the install unit has consumed `bundle` and recorded how it ended.
-    fn wait_for_install_unit(&self, bundle: &Path) -> Result<(), OtaError> {
+    /// Waits until the install unit has consumed `bundle` (handed over at `handed`) and recorded how it
+    /// ended.
+    fn wait_for_install_unit(&self, bundle: &Path, handed: std::time::SystemTime) -> Result<(), OtaError> {
         let start = Instant::now();
         let mut consumed: Option<Instant> = None;
+        let mut picked_up = false;
         loop {
             if let Some(r) = self.read_result() {
                 return match (r.ok, r.error) {
@@ -140,7 +144,9 @@ impl Ota {
             }
             let waiting = bundle.exists();
             let running = self.install_running() || matches!(self.load_state().map(|s| s.phase), Ok(Phase::Installing { .. }));
-            if waiting && !running && start.elapsed() > PICKUP {
+            // The install creates its lock file first thing: a fresh one means the unit has started.
+            picked_up |= running || std::fs::metadata(self.lock_path()).and_then(|m| m.modified()).is_ok_and(|t| t >= handed);
+            if waiting && !picked_up && start.elapsed() > PICKUP {
                 return Err(OtaError::Io(format!(
                     "nothing took the bundle within {} s: enable the install unit (systemctl enable --now perch-ota-install.path); the bundle stays in {}",
                     PICKUP.as_secs(),
