@@ -1,7 +1,8 @@
 //! perch's configuration: one TOML file (default `/etc/perch/perch.toml`).
 //!
-//! Each stage owns its section (`capture::CameraConfig`, `detect::DetectorConfig`); this module ties them
-//! together, parses with unknown keys rejected, and runs one validation pass that reports every problem with
+//! Each stage owns its section (`capture::CameraConfig`, `detect::DetectorConfig`), which validates itself
+//! and resolves its own paths ([`Section`], in the leaf module `util::config`); this module only composes
+//! them, parses with unknown keys rejected, and runs one validation pass that reports every problem with
 //! the exact key (`cameras[1].detect_fps`) and what to do about it. Defaults live in the `Default` impls of
 //! the section structs, and nowhere else.
 
@@ -15,6 +16,8 @@ use crate::events::config::{MqttConfig, OutboxConfig};
 use crate::health::HttpConfig;
 use crate::ota::OtaConfig;
 use crate::record::RecordConfig;
+use crate::util::config::resolve;
+pub use crate::util::config::{Problem, Section, is_identifier};
 
 /// Where perch looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/perch/perch.toml";
@@ -55,19 +58,6 @@ impl Default for Config {
             ota: None,
             http: HttpConfig::default(),
         }
-    }
-}
-
-/// One problem found in a configuration: the key it is about and what is wrong with it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    pub key: String,
-    pub message: String,
-}
-
-impl Problem {
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { key: key.into(), message: message.into() }
     }
 }
 
@@ -112,23 +102,11 @@ impl Config {
         })
     }
 
+    /// Each section resolves its own relative paths against `base`, the config file's folder.
     fn resolve_paths(&mut self, base: &Path) {
-        let abs = |p: &mut PathBuf| {
-            if p.is_relative() && !p.as_os_str().is_empty() {
-                *p = base.join(&*p);
-            }
-        };
-        abs(&mut self.state_dir);
-        abs(&mut self.detector.model);
-        if let Some(lib) = self.detector.ort_library.as_mut() {
-            abs(lib);
-        }
-        if let Some(dir) = self.detector.engine_cache_dir.as_mut() {
-            abs(dir);
-        }
-        if let Some(dir) = self.record.dir.as_mut() {
-            abs(dir);
-        }
+        resolve(base, &mut self.state_dir);
+        self.detector.resolve_paths(base);
+        self.record.resolve_paths(base);
         for cam in &mut self.cameras {
             cam.resolve_paths(base);
         }
@@ -137,9 +115,7 @@ impl Config {
         }
         self.http.resolve_paths(base);
         if let Some(mqtt) = self.mqtt.as_mut() {
-            for p in [&mut mqtt.ca_file, &mut mqtt.cert_file, &mut mqtt.key_file].into_iter().flatten() {
-                abs(p);
-            }
+            mqtt.resolve_paths(base);
         }
     }
 
@@ -198,11 +174,6 @@ pub fn default_device_id() -> Option<String> {
     let id = std::fs::read_to_string("/etc/machine-id").ok()?;
     let id = id.trim();
     (id.len() >= 12 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| format!("perch-{}", &id[..12]))
-}
-
-/// Letters, digits, `-` and `_`: safe in MQTT topics, file names and metric labels.
-pub fn is_identifier(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[cfg(test)]

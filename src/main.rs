@@ -466,7 +466,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn fleet(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
-    use perch::fleet::{rollout, serve, sim};
+    use perch::fleet::operator::{rollout, serve, sim};
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cmd {
         FleetCommand::Status { broker, prefix, json } => runtime.block_on(rollout::status(&broker, &prefix, json))?,

@@ -130,8 +130,12 @@ fn status_needs_the_token_metrics_parse_and_perch_status_prints_both_forms() {
     assert!(!p.stderr_text().contains(TOKEN), "the token leaked into the log");
 
     // /metrics: Prometheus text; a few families with their labels; cumulative histogram buckets.
-    let (code, metrics) = poll(port, "/metrics", Duration::from_secs(20), |_, b| {
-        b.contains("perch_camera_fps{camera=\"yard\"} ") && !b.contains("perch_camera_fps{camera=\"yard\"} 0\n")
+    // Once frames flow and the detector has run at least once (a loaded machine loads the model late).
+    let (code, metrics) = poll(port, "/metrics", Duration::from_secs(60), |_, b| {
+        b.contains("perch_camera_fps{camera=\"yard\"} ")
+            && !b.contains("perch_camera_fps{camera=\"yard\"} 0\n")
+            && b.contains("perch_inference_seconds_count ")
+            && !b.contains("perch_inference_seconds_count 0\n")
     });
     assert_eq!(code, 200);
     let mut buckets = Vec::new();

@@ -35,7 +35,7 @@ pub struct Stage {
 pub fn run(image: &Path, detector_cfg: &DetectorConfig, engine_cache: &Path, iterations: usize, warmup: usize, min_score: f32) -> anyhow::Result<BenchReport> {
     let mut pixels = Vec::new();
     let (mut w, mut h) = (0, 0);
-    super::detect::for_each_frame(image, None, (16384, 16384), |frame| {
+    crate::capture::for_each_frame(image, None, (16384, 16384), |frame| {
         let v = frame.view();
         w = v.width;
         h = v.height;

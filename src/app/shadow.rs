@@ -36,7 +36,7 @@ pub fn run(files: &[PathBuf], o: &ShadowOptions) -> anyhow::Result<(ShadowVerdic
     let mut frames = Vec::new();
     let mut warm = false;
     for file in files {
-        crate::app::detect::for_each_frame(Path::new(file), Some(o.fps), fit, |frame| {
+        crate::capture::for_each_frame(Path::new(file), Some(o.fps), fit, |frame| {
             // First runs allocate and tune: not what either model costs in service.
             if !warm {
                 warm = true;
@@ -84,7 +84,7 @@ pub fn publish(broker: &str, topic: &str, payload: &serde_json::Value) -> anyhow
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let opts = crate::fleet::sim::mqtt_options(broker, &format!("perch-shadow-{}", std::process::id()))?;
+        let opts = crate::fleet::operator::sim::mqtt_options(broker, &format!("perch-shadow-{}", std::process::id()))?;
         let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 10);
         client.publish(topic, QoS::AtLeastOnce, true, serde_json::to_vec(payload)?).await?;
         let acked = tokio::time::timeout(std::time::Duration::from_secs(10), async {

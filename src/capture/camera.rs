@@ -105,7 +105,7 @@ impl Camera {
             } else {
                 tracing::warn!(camera = %id, source = %self.status.source, "camera offline: {reason}; retrying in {:.1} s", delay.as_secs_f64());
             }
-            if sleep_cancellable(delay, &cancel, Some(&self.status.heartbeat)) {
+            if crate::util::sleep_cancellable(delay, &cancel, Some(&self.status.heartbeat)) {
                 break;
             }
         }
@@ -168,23 +168,5 @@ impl Camera {
                 Err(e) => return (SessionEnd::Failed(e), delivered),
             }
         }
-    }
-}
-
-/// Sleeps for `d` unless cancelled first, beating `heartbeat` meanwhile; returns true when cancelled.
-pub(crate) fn sleep_cancellable(d: Duration, cancel: &CancellationToken, heartbeat: Option<&crate::util::Heartbeat>) -> bool {
-    let deadline = Instant::now() + d;
-    loop {
-        if let Some(hb) = heartbeat {
-            hb.beat();
-        }
-        if cancel.is_cancelled() {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
     }
 }

@@ -5,9 +5,9 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::source::Source;
-use crate::config::{Problem, is_identifier};
 use crate::record::CameraRecordConfig;
 use crate::track::TrackerConfig;
+use crate::util::config::{Problem, Section, is_identifier};
 
 /// How RTSP media is carried. TCP (interleaved) is the default: it survives NAT, firewalls and lossy Wi-Fi
 /// bridges that drop UDP, at a small latency cost.
@@ -81,7 +81,19 @@ impl Default for CameraConfig {
 }
 
 impl CameraConfig {
-    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+    /// Whether this camera's stream is recorded: enabled, and a source that carries an encoded stream.
+    pub fn records(&self) -> bool {
+        self.enabled && self.record.enabled && matches!(Source::parse(&self.source), Ok(Source::Rtsp(_) | Source::File(_)))
+    }
+
+    /// The masked source URI, for logs and status output.
+    pub fn masked_source(&self) -> String {
+        crate::util::mask_uri(&self.source)
+    }
+}
+
+impl Section for CameraConfig {
+    fn resolve_paths(&mut self, base: &Path) {
         // `file://relative/path` is not a valid URI; accept a bare relative path for convenience in demos.
         if let Some(rest) = self.source.strip_prefix("file://")
             && !rest.starts_with('/')
@@ -93,7 +105,7 @@ impl CameraConfig {
     }
 
     /// Problems with this camera's settings; `key` is its position, e.g. `camera[2]`.
-    pub fn validate(&self, key: &str) -> Vec<Problem> {
+    fn validate(&self, key: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         if self.id.is_empty() {
             p.push(Problem::new(format!("{key}.id"), "missing: give the camera a short name, e.g. id = \"gate\""));
@@ -129,15 +141,5 @@ impl CameraConfig {
             p.push(Problem::new(format!("{key}.rtsp_latency_ms"), format!("{} is out of range: use at most 10000 ms", self.rtsp_latency_ms)));
         }
         p
-    }
-
-    /// Whether this camera's stream is recorded: enabled, and a source that carries an encoded stream.
-    pub fn records(&self) -> bool {
-        self.enabled && self.record.enabled && matches!(Source::parse(&self.source), Ok(Source::Rtsp(_) | Source::File(_)))
-    }
-
-    /// The masked source URI, for logs and status output.
-    pub fn masked_source(&self) -> String {
-        crate::util::mask_uri(&self.source)
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use crate::capture::FrameView;
-use crate::config::Problem;
+use crate::util::config::{Problem, Section};
 
 const TW: usize = 64;
 const TH: usize = 36;
@@ -39,8 +39,8 @@ impl Default for CadenceConfig {
     }
 }
 
-impl CadenceConfig {
-    pub fn validate(&self, key: &str) -> Vec<Problem> {
+impl Section for CadenceConfig {
+    fn validate(&self, key: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         if !(self.idle_after_s >= 1.0 && self.idle_after_s <= 86_400.0) {
             p.push(Problem::new(format!("{key}.idle_after_s"), format!("{} is out of range: use 1..=86400 seconds", self.idle_after_s)));

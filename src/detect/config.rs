@@ -1,10 +1,10 @@
 //! Detector configuration (`[detector]` table).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problem;
+use crate::util::config::{Problem, Section};
 
 /// ONNX Runtime execution providers perch knows how to configure, tried in the order given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -154,8 +154,15 @@ impl Default for DetectorConfig {
     }
 }
 
-impl DetectorConfig {
-    pub fn validate(&self, key: &str) -> Vec<Problem> {
+impl Section for DetectorConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        crate::util::config::resolve(base, &mut self.model);
+        for p in [&mut self.ort_library, &mut self.engine_cache_dir].into_iter().flatten() {
+            crate::util::config::resolve(base, p);
+        }
+    }
+
+    fn validate(&self, key: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         if self.providers.is_empty() {
             p.push(Problem::new(format!("{key}.providers"), "empty: list at least one of \"tensorrt\", \"cuda\", \"cpu\""));

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::cadence::{Cadence, Decision};
 use super::trial::{Running, Step, TrialSlot};
 use super::{DetectError, Detections, Detector, DetectorConfig, DetectorState, Timings};
-use crate::capture::camera::sleep_cancellable;
 use crate::capture::{CameraStatus, Frame, FrameHub, FrameInfo};
 use crate::util::Backoff;
+use crate::util::sleep_cancellable;
 
 /// What the detector produces for each frame it processed (with or without detections).
 #[derive(Debug)]

@@ -1,10 +1,10 @@
 //! Settings of the event pipeline: the outbox (`[outbox]`) and the MQTT connection (`[mqtt]`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::Problem;
+use crate::util::config::{Problem, Section};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -73,7 +73,19 @@ impl Default for MqttConfig {
 }
 
 impl MqttConfig {
-    pub fn validate(&self, key: &str) -> Vec<Problem> {
+    pub fn tls(&self) -> bool {
+        self.url.starts_with("mqtts://") || self.url.starts_with("ssl://")
+    }
+}
+
+impl Section for MqttConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [&mut self.ca_file, &mut self.cert_file, &mut self.key_file].into_iter().flatten() {
+            crate::util::config::resolve(base, p);
+        }
+    }
+
+    fn validate(&self, key: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         match url::Url::parse(&self.url) {
             Ok(u) if matches!(u.scheme(), "mqtt" | "mqtts" | "tcp" | "ssl") && u.host_str().is_some_and(|h| !h.is_empty()) => {}
@@ -115,9 +127,5 @@ impl MqttConfig {
             ));
         }
         p
-    }
-
-    pub fn tls(&self) -> bool {
-        self.url.starts_with("mqtts://") || self.url.starts_with("ssl://")
     }
 }

@@ -1,9 +1,11 @@
-//! Events: what the tracker reports, made durable in the [`outbox`] before they are published.
+//! Events: what the tracker reports ([`stage`]: detections → tracks → events), made durable in the
+//! [`outbox`] before they are published.
 
 pub mod config;
 pub mod outbox;
 pub mod publisher;
 pub mod schema;
+pub mod stage;
 
 pub use outbox::{Outbox, OutboxError, OutboxStats};
 

@@ -1,66 +1,7 @@
-//! Fleet updates over MQTT.
+//! Fleet updates over MQTT, in two halves that share only the message formats:
 //!
-//! - [`agent`]: the device side, `<prefix>/cmd/ota` (`install`, `cancel`, `rollback`) through [`crate::ota`].
-//! - [`model`]: the device side of model releases, `<prefix>/cmd/model`: a candidate tried in shadow,
-//!   promoted or rejected ([`crate::detect::trial`]).
-//! - [`rollout`]: the fleet side, `perch fleet rollout` (waves, failure threshold, pause/resume/abort) and
-//!   `perch fleet status`, both over the devices' retained `…/ota/state`.
-//! - [`sim`]: `perch fleet simulate`, N real agents on file slots in one process.
-//! - [`serve`]: `perch fleet serve DIR`, a small HTTP server for bundles.
+//! - [`device`]: what every box runs (the `cmd/ota` and `cmd/model` agents);
+//! - [`operator`]: the tools that drive a fleet (rollouts, status, the bundle server, simulated devices).
 
-pub mod agent;
-pub mod model;
-pub mod rollout;
-pub mod serve;
-pub mod sim;
-
-use std::collections::VecDeque;
-
-use serde::{Deserialize, Serialize};
-
-/// The replies to recent command ids, oldest first: a command sent again (an MQTT redelivery, a replay, a
-/// resumed rollout) gets its first answer, marked `"duplicate": true`, and is not carried out twice.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Answered(VecDeque<(String, serde_json::Value)>);
-
-impl Answered {
-    /// Ids remembered; older ones are forgotten.
-    const KEEP: usize = 256;
-
-    /// The first answer to `id`, if it was seen.
-    pub fn replay(&self, id: &str) -> Option<serde_json::Value> {
-        self.0.iter().find(|(seen, _)| seen == id).map(|(_, reply)| {
-            let mut r = reply.clone();
-            r["duplicate"] = true.into();
-            r
-        })
-    }
-
-    pub fn remember(&mut self, id: &str, reply: &serde_json::Value) {
-        self.0.push_back((id.to_string(), reply.clone()));
-        while self.0.len() > Self::KEEP {
-            self.0.pop_front();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_are_replayed_as_duplicates_and_the_oldest_forgotten() {
-        let mut a = Answered::default();
-        a.remember("x", &serde_json::json!({"ok": true}));
-        assert_eq!(a.replay("x"), Some(serde_json::json!({"ok": true, "duplicate": true})));
-        assert_eq!(a.replay("y"), None);
-        for i in 0..Answered::KEEP {
-            a.remember(&i.to_string(), &serde_json::json!({}));
-        }
-        assert_eq!(a.replay("x"), None);
-        assert!(a.replay("0").is_some());
-        // Stored as the plain list it always was.
-        assert!(serde_json::to_value(&a).unwrap().is_array());
-    }
-}
+pub mod device;
+pub mod operator;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::Problem;
+use crate::util::config::{Problem, Section};
 
 /// Shortest token accepted: a bearer token is a password, and a short one can be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -43,7 +43,24 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
-    pub fn validate(&self, key: &str) -> Vec<Problem> {
+    /// Where the token lives when it is not in the config itself.
+    pub fn token_path(&self, state_dir: &Path) -> PathBuf {
+        self.token_file.clone().unwrap_or_else(|| state_dir.join("http.token"))
+    }
+
+    /// The address a client on this box connects to: the listen address, with an unspecified IP
+    /// (`0.0.0.0`, `::`) replaced by loopback.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        let mut a: SocketAddr = self.listen.parse().ok()?;
+        if a.ip().is_unspecified() {
+            a.set_ip(if a.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        }
+        Some(a)
+    }
+}
+
+impl Section for HttpConfig {
+    fn validate(&self, key: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         if self.listen.parse::<SocketAddr>().is_err() {
             p.push(Problem::new(format!("{key}.listen"), format!("{:?} is not an address: use IP:PORT, e.g. \"127.0.0.1:8080\"", self.listen)));
@@ -59,27 +76,10 @@ impl HttpConfig {
         p
     }
 
-    pub fn resolve_paths(&mut self, base: &Path) {
-        if let Some(f) = self.token_file.as_mut()
-            && f.is_relative()
-        {
-            *f = base.join(&*f);
+    fn resolve_paths(&mut self, base: &Path) {
+        if let Some(f) = self.token_file.as_mut() {
+            crate::util::config::resolve(base, f);
         }
-    }
-
-    /// Where the token lives when it is not in the config itself.
-    pub fn token_path(&self, state_dir: &Path) -> PathBuf {
-        self.token_file.clone().unwrap_or_else(|| state_dir.join("http.token"))
-    }
-
-    /// The address a client on this box connects to: the listen address, with an unspecified IP
-    /// (`0.0.0.0`, `::`) replaced by loopback.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        let mut a: SocketAddr = self.listen.parse().ok()?;
-        if a.ip().is_unspecified() {
-            a.set_ip(if a.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
-        }
-        Some(a)
     }
 }
 

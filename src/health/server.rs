@@ -29,8 +29,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::HttpConfig;
 use super::{Handles, metrics, page};
-use crate::config::Config;
 
 /// How often the measured rates (fps) are updated.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -52,13 +52,12 @@ struct Server {
 }
 
 /// Starts the server (when `[http] enabled`) as one task of the service; it ends on `cancel`.
-pub fn spawn(tasks: &mut JoinSet<()>, config: &Config, handles: Handles, cancel: CancellationToken) {
-    let cfg = &config.http;
+pub fn spawn(tasks: &mut JoinSet<()>, cfg: &HttpConfig, handles: Handles, cancel: CancellationToken) {
     if !cfg.enabled {
         return;
     }
     let Ok(addr) = cfg.listen.parse::<SocketAddr>() else { return };
-    let token = match super::config::load_token(cfg, &config.state_dir, true) {
+    let token = match super::config::load_token(cfg, &handles.state_dir, true) {
         Ok(t) => Some(Sha256::digest(t.as_bytes()).into()),
         Err(e) => {
             tracing::error!("http: {e}; /status refuses every request until this is fixed and perch restarted");

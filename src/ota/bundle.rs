@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::OtaError;
+use crate::util::fs::hex;
 
 pub const MAGIC: &[u8; 8] = b"PERCHBN1";
 pub const FORMAT: u32 = 1;
@@ -208,16 +209,6 @@ fn read_exact<R: Read + ?Sized>(r: &mut R, buf: &mut [u8], what: &str) -> Result
 /// Short id of a public key: the first 8 bytes of its SHA-256, in hex.
 pub fn key_id(pk: &[u8]) -> String {
     hex(&Sha256::digest(pk)[..8])
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const H: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(H[(b >> 4) as usize] as char);
-        s.push(H[(b & 15) as usize] as char);
-    }
-    s
 }
 
 pub fn unhex(s: &str) -> Option<Vec<u8>> {

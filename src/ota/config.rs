@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::Problem;
+use crate::util::config::{Problem, Section};
 
 /// How the active slot is switched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -112,24 +112,6 @@ impl Default for OtaConfig {
 }
 
 impl OtaConfig {
-    pub fn resolve_paths(&mut self, base: &Path) {
-        let abs = |p: &mut PathBuf| {
-            if p.is_relative() && !p.as_os_str().is_empty() {
-                *p = base.join(&*p);
-            }
-        };
-        for p in [&mut self.keyring, &mut self.slot_a, &mut self.slot_b, &mut self.app_dir, &mut self.grubenv] {
-            abs(p);
-        }
-        // In app mode the golden image travels with the release: resolved against the running slot later.
-        if self.backend != BackendKind::App {
-            abs(&mut self.golden_image);
-        }
-        for p in [&mut self.state_dir, &mut self.fw_env_config, &mut self.ca_file].into_iter().flatten() {
-            abs(p);
-        }
-    }
-
     /// Who writes the slot for a fleet install: the configured choice, else by backend.
     pub fn install_by(&self) -> InstallBy {
         self.install_by.unwrap_or(match self.backend {
@@ -142,8 +124,24 @@ impl OtaConfig {
     pub fn download_stall(&self) -> std::time::Duration {
         std::time::Duration::from_secs_f64(self.download_stall_s)
     }
+}
 
-    pub fn validate(&self, key: &str) -> Vec<Problem> {
+impl Section for OtaConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| crate::util::config::resolve(base, p);
+        for p in [&mut self.keyring, &mut self.slot_a, &mut self.slot_b, &mut self.app_dir, &mut self.grubenv] {
+            abs(p);
+        }
+        // In app mode the golden image travels with the release: resolved against the running slot later.
+        if self.backend != BackendKind::App {
+            abs(&mut self.golden_image);
+        }
+        for p in [&mut self.state_dir, &mut self.fw_env_config, &mut self.ca_file].into_iter().flatten() {
+            abs(p);
+        }
+    }
+
+    fn validate(&self, key: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         if self.compatible.is_empty() {
             p.push(Problem::new(format!("{key}.compatible"), "must be set: the device type bundles are built for, e.g. \"perch-orin-nano\""));

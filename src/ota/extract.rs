@@ -82,7 +82,8 @@ pub fn extract(source: &mut dyn Read, keyring: &Keyring, expect: &Expect, dest: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ota::bundle::{ImageSource, build, hex};
+    use crate::ota::bundle::{ImageSource, build};
+    use crate::util::fs::hex;
     use ed25519_dalek::SigningKey;
 
     fn key(n: u8) -> SigningKey {

@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BackendKind, Ota, Phase};
 use crate::capture::{CameraState, CameraStatus};
-use crate::config::Config;
 use crate::detect::{Detections, Detector, DetectorConfig, DetectorState};
 use crate::events::publisher::PublisherStats;
 
@@ -105,7 +104,7 @@ pub fn golden_check(image: &Path, expected: &[String], detector: &DetectorConfig
     let input = (d.manifest().input.width, d.manifest().input.height);
     let mut found = Detections::new();
     let mut labels = BTreeSet::new();
-    crate::app::detect::for_each_frame(image, None, input, |frame| {
+    crate::capture::for_each_frame(image, None, input, |frame| {
         d.detect(&frame.view(), 0.3, &mut found)?;
         labels.extend(found.iter().map(|x| x.label.to_string()));
         Ok(())
@@ -119,20 +118,26 @@ pub fn golden_check(image: &Path, expected: &[String], detector: &DetectorConfig
     }
 }
 
-/// The OTA status for health and `…/ota/state`, when `[ota]` is configured.
-pub fn status_fn(config: &Config) -> Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>> {
-    let ota = Arc::new(Ota::open(config.ota.as_ref()?, &config.state_dir));
-    Some(Arc::new(move || match ota.status() {
+/// The OTA status for health and `…/ota/state`.
+pub fn status_fn(ota: Arc<Ota>) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
+    Arc::new(move || match ota.status() {
         Ok(s) => serde_json::to_value(&s).unwrap_or_default(),
         Err(e) => serde_json::json!({ "error": e.to_string() }),
-    }))
+    })
+}
+
+/// The detector a trial's golden-frame check runs (`[detector]` and its engine cache); the image and the
+/// labels it must find are `ota.golden_image` and `ota.golden_labels`.
+#[derive(Debug, Clone)]
+pub struct GoldenCheck {
+    pub detector: DetectorConfig,
+    pub engine_cache: PathBuf,
 }
 
 /// The service's hook: records the boot, and when a release is on trial, spawns the gate. Logs which
 /// release runs from which slot.
-pub fn spawn(tasks: &mut JoinSet<()>, config: &Config, inputs: HealthInputs, cancel: CancellationToken) {
-    let Some(cfg) = &config.ota else { return };
-    let ota = Ota::open(cfg, &config.state_dir);
+pub fn spawn(tasks: &mut JoinSet<()>, ota: Arc<Ota>, check: GoldenCheck, inputs: HealthInputs, cancel: CancellationToken) {
+    let cfg = &ota.cfg;
     let state = match ota.reconcile() {
         Ok(s) => s,
         Err(e) => {
@@ -150,7 +155,7 @@ pub fn spawn(tasks: &mut JoinSet<()>, config: &Config, inputs: HealthInputs, can
     if booted != Some(slot) {
         return;
     }
-    let golden = ota.golden_image().map(|g| (g, cfg.golden_labels.clone(), config.detector.clone(), config.engine_cache_dir()));
+    let golden = ota.golden_image().map(|g| (g, cfg.golden_labels.clone(), check.detector, check.engine_cache));
     let gate = Gate::new(Duration::from_secs_f64(cfg.health_window_s), Duration::from_secs_f64(cfg.health_timeout_s));
     let already = ota.trial_elapsed();
     tracing::info!(
@@ -159,7 +164,7 @@ pub fn spawn(tasks: &mut JoinSet<()>, config: &Config, inputs: HealthInputs, can
         already.as_secs_f64(),
         cfg.health_timeout_s
     );
-    tasks.spawn(run_gate(Arc::new(ota), gate, golden, inputs, already, cancel));
+    tasks.spawn(run_gate(ota, gate, golden, inputs, already, cancel));
 }
 
 async fn run_gate(

@@ -60,7 +60,7 @@ impl Tap<'_> {
     /// Checks the SHA-256 of everything read so far against the one a command names, if it names one.
     pub(super) fn check_sha(&mut self, want: Option<&str>) -> Result<(), OtaError> {
         let Some(want) = want else { return Ok(()) };
-        let got = super::bundle::hex(&std::mem::take(&mut self.hasher).finalize());
+        let got = crate::util::fs::hex(&std::mem::take(&mut self.hasher).finalize());
         if !got.eq_ignore_ascii_case(want.trim()) {
             return Err(OtaError::Bundle(format!("the bundle's SHA-256 is {got}, not the {want} the command names: the server holds another file")));
         }

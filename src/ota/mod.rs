@@ -14,6 +14,7 @@
 pub mod boot;
 pub mod bundle;
 pub mod config;
+pub mod error;
 pub mod extract;
 pub mod flags;
 pub mod handoff;
@@ -28,24 +29,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use config::{BackendKind, InstallBy, OtaConfig};
+pub use error::OtaError;
 pub use flags::{BootFlags, Slot};
 pub use state::{Event, OtaState, Phase};
-
-#[derive(Debug, thiserror::Error)]
-pub enum OtaError {
-    #[error("bundle rejected: {0}")]
-    Bundle(String),
-    #[error("signature rejected: {0}")]
-    Signature(String),
-    #[error("install refused: {0}")]
-    Refused(String),
-    #[error("bootloader: {0}")]
-    Boot(String),
-    #[error("{0}")]
-    Io(String),
-    #[error("OTA state: {0}")]
-    State(String),
-}
 
 /// The OTA side of one box: its config, state file and bootloader.
 pub struct Ota {

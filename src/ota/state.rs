@@ -4,7 +4,6 @@
 //! and failed when an install is refused half-way or interrupted. The file is replaced atomically (write,
 //! fsync, rename, fsync the folder), so a SIGKILL or power cut leaves either the old or the new state.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -205,17 +204,13 @@ impl OtaState {
     }
 }
 
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content: write a sibling,
-/// fsync it, rename over, fsync the folder (the rename itself must reach the disk).
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content
+/// ([`crate::util::fs::write_atomic`]), as an OTA error that names the folder to fix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OtaError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let io = |what: &str, e: std::io::Error| OtaError::Io(format!("cannot {what} {}: {e} (check that {} is writable)", path.display(), dir.display()));
-    std::fs::create_dir_all(dir).map_err(|e| io("create the folder of", e))?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io("write", e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io("write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("replace", e))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync the folder of", e))
+    crate::util::fs::write_atomic(path, bytes).map_err(|e| {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        OtaError::Io(format!("cannot write {}: {e} (check that {} is writable)", path.display(), dir.display()))
+    })
 }
 
 #[cfg(test)]

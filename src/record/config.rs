@@ -1,10 +1,10 @@
 //! Recording settings: `[record]` for the store as a whole, `[camera.record]` per camera.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::Problem;
+use crate::util::config::{Problem, Section};
 
 /// Where recordings live and how long they stay (`[record]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -47,8 +47,14 @@ impl Default for RecordConfig {
     }
 }
 
-impl RecordConfig {
-    pub fn validate(&self, key: &str) -> Vec<Problem> {
+impl Section for RecordConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        if let Some(dir) = self.dir.as_mut() {
+            crate::util::config::resolve(base, dir);
+        }
+    }
+
+    fn validate(&self, key: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         if !(0.5..=60.0).contains(&self.segment_s) {
             p.push(Problem::new(format!("{key}.segment_s"), format!("{} is out of range: use 0.5..=60 seconds (2 is a good start)", self.segment_s)));

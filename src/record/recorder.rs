@@ -18,9 +18,10 @@ use super::clip::{self, Snapshot};
 use super::config::RecordConfig;
 use super::retention::{self, Item, ItemKind, Limits, Reason};
 use super::stats::RecordStats;
-use super::store::{ClipEntry, ClipJob, Store, ms, write_atomic};
+use super::store::{ClipEntry, ClipJob, Store, ms};
 use crate::events::Outbox;
 use crate::events::schema::{SCHEMA_VERSION, rfc3339};
+use crate::util::fs::write_atomic;
 
 /// Depth of the recorder's channel. Messages are small and rare (one per segment, two per event).
 pub const QUEUE: usize = 256;

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::config::Problem;
+use crate::util::config::{Problem, Section};
 
 /// A named polygon in normalised picture coordinates (0..1 from the top-left corner).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -62,8 +62,8 @@ impl Default for TrackerConfig {
     }
 }
 
-impl TrackerConfig {
-    pub fn validate(&self, key: &str) -> Vec<Problem> {
+impl Section for TrackerConfig {
+    fn validate(&self, key: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         let mut range = |name: &str, ok: bool, what: String| {
             if !ok {

@@ -2,6 +2,8 @@
 
 pub mod alloc;
 pub mod backoff;
+pub mod config;
+pub mod fs;
 pub mod heartbeat;
 pub mod secret;
 pub mod stdout;
@@ -14,4 +16,22 @@ pub use secret::mask_uri;
 /// messages, file names and counters.
 pub fn unix_ms(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Sleeps for `d` unless cancelled first, beating `heartbeat` meanwhile; returns true when cancelled.
+pub fn sleep_cancellable(d: std::time::Duration, cancel: &tokio_util::sync::CancellationToken, heartbeat: Option<&Heartbeat>) -> bool {
+    let deadline = std::time::Instant::now() + d;
+    loop {
+        if let Some(hb) = heartbeat {
+            hb.beat();
+        }
+        if cancel.is_cancelled() {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(50)));
+    }
 }

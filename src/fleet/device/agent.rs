@@ -24,8 +24,8 @@ pub enum OtaCommand {
         url: String,
         bundle_sha256: String,
         version: String,
-        /// Boot the new release once installed (default): the service restarts (app mode) or runs
-        /// `ota.reboot_command`. `false`: only stage it for the next boot.
+        /// Boot the new release once installed (default): the service restarts (app mode) or asks for a
+        /// reboot ([`Ota::request_reboot`]). `false`: only stage it for the next boot.
         #[serde(default = "yes")]
         reboot: bool,
     },
@@ -93,7 +93,7 @@ impl Agent {
     }
 
     fn save(&self, m: &Memory) {
-        if let Err(e) = crate::ota::state::write_atomic(&self.ota.dir.join("fleet.json"), &serde_json::to_vec(m).unwrap_or_default()) {
+        if let Err(e) = crate::util::fs::write_atomic(&self.ota.dir.join("fleet.json"), &serde_json::to_vec(m).unwrap_or_default()) {
             tracing::warn!("fleet: {e}");
         }
     }

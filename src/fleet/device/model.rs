@@ -25,7 +25,7 @@ use crate::detect::trial::{Trial, TrialSlot};
 use crate::detect::{Detector, DetectorConfig, ModelManifest};
 use crate::events::schema::rfc3339;
 use crate::ota::OtaConfig;
-use crate::ota::state::write_atomic;
+use crate::util::fs::write_atomic;
 
 /// One `…/cmd/model` request.
 #[derive(Debug, Clone, Deserialize)]

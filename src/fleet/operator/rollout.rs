@@ -202,7 +202,7 @@ impl Rollout {
     }
 
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        crate::ota::state::write_atomic(path, &serde_json::to_vec_pretty(self)?)?;
+        crate::util::fs::write_atomic(path, &serde_json::to_vec_pretty(self)?)?;
         Ok(())
     }
 
@@ -242,7 +242,7 @@ pub fn fingerprint(url: &str) -> anyhow::Result<(String, String)> {
     }
     // Only to name the release in the rollout's table; every device checks the signature itself.
     let header = crate::ota::bundle::Header::read(&mut head.as_slice())?.parse_unverified()?;
-    Ok((crate::ota::bundle::hex(&hasher.finalize()), header.manifest.version))
+    Ok((crate::util::fs::hex(&hasher.finalize()), header.manifest.version))
 }
 
 /// Connects and collects the retained `…/+/<leaf>` messages until the broker goes quiet.

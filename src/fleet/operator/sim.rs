@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, Packet, QoS};
 
-use super::agent::{AfterInstall, Agent, OnChange};
+use crate::fleet::device::agent::{AfterInstall, Agent, OnChange};
 use crate::ota::{BackendKind, Ota, OtaConfig};
 
 /// A bundle whose image contains this text fails the simulated health gate.
