@@ -276,8 +276,7 @@ impl Handles {
 
     /// Total and available bytes of the state directory's file system.
     pub fn disk(&self) -> Option<(u64, u64)> {
-        let s = rustix::fs::statvfs(&self.state_dir).ok()?;
-        Some((s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize))
+        crate::util::fs::disk_space(&self.state_dir).map(|(free, total)| (total, free))
     }
 
     /// The detailed status (`/status`, `perch status`).

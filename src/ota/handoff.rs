@@ -174,8 +174,7 @@ impl Ota {
 /// Fails once the file system holding `dest` has less than [`FREE_RESERVE`] left.
 fn check_free(dest: &Path, written: u64) -> Result<(), OtaError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    let Ok(s) = rustix::fs::statvfs(dir) else { return Ok(()) };
-    let free = s.f_bavail.saturating_mul(s.f_frsize);
+    let Some((free, _)) = crate::util::fs::disk_space(dir) else { return Ok(()) };
     if free < FREE_RESERVE {
         return Err(OtaError::Io(format!(
             "the bundle does not fit: {} MiB downloaded and {} MiB left on {} (perch keeps {} MiB free): free space there (recordings: [record] quota) and retry",

@@ -186,7 +186,7 @@ impl Ota {
         Ok(state)
     }
 
-    /// Where `perch-ota-install.path` looks for a bundle, and a reboot request for `perch-reboot.path`.
+    /// Where `perch-ota-install.path` looks for a bundle.
     pub fn incoming_dir(&self) -> PathBuf {
         self.dir.join("incoming")
     }

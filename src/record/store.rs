@@ -258,8 +258,7 @@ impl Store {
 
     /// Free and total bytes of the file system holding the recordings.
     pub fn disk_space(&self) -> Option<(u64, u64)> {
-        let s = rustix::fs::statvfs(&self.root).ok()?;
-        Some((s.f_bavail.saturating_mul(s.f_frsize), s.f_blocks.saturating_mul(s.f_frsize)))
+        crate::util::fs::disk_space(&self.root)
     }
 }
 

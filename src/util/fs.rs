@@ -1,4 +1,5 @@
-//! Files written so that a crash or a power cut leaves either the old content or the new, never a mix.
+//! Files written so that a crash or a power cut leaves either the old content or the new, never a mix;
+//! the free space of a file system.
 
 use std::io::Write;
 use std::path::Path;
@@ -20,6 +21,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Bytes available to this (unprivileged) process and the size, of the file system holding `path`.
+pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some((s.f_bavail.saturating_mul(s.f_frsize), s.f_blocks.saturating_mul(s.f_frsize)))
 }
 
 /// Lower-case hex of `bytes` (digests, key ids).
