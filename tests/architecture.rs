@@ -389,6 +389,26 @@ fn stages_never_import_the_app_or_the_composed_config_and_util_is_a_leaf() {
     assert!(up.is_empty(), "imports that run up the layers (util ← stages ← config ← app ← main):\n{}", up.join("\n"));
 }
 
+/// Capture is the first stage: its runtime (pipeline, camera thread, frames, status) imports only `util`
+/// and its own files. Encoded frames reach the recorder through capture's `EncodedSink`, which record
+/// implements. Only the `[[camera]]` table (capture/config.rs) names the sections of the stages a
+/// camera's frames go through (`[camera.track]`, `[camera.record]`, `[camera.cadence]`).
+#[test]
+fn capture_knows_no_stage_downstream_of_it() {
+    let mut down = Vec::new();
+    for (m, deps) in src_graph() {
+        if m.first().map(String::as_str) != Some("capture") || m == ["capture", "config"] {
+            continue;
+        }
+        for d in deps {
+            if !matches!(d.first().map(String::as_str), Some("capture" | "util")) {
+                down.push(format!("{} -> {}", show(&m), show(&d)));
+            }
+        }
+    }
+    assert!(down.is_empty(), "capture imports a later stage:\n{}", down.join("\n"));
+}
+
 /// The checker itself finds what it must: a loop through a re-export, a `super` path, and a path group.
 #[test]
 fn the_checker_finds_a_loop_through_reexports_and_groups() {

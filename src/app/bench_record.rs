@@ -14,7 +14,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use serde::Serialize;
 
-use crate::record::writer::{self, SegmentWriter, SharedWriter};
+use crate::capture::encoded::{self, EncodedWriter, SharedWriter};
+use crate::record::writer::SegmentWriter;
 use crate::record::{RecordStats, RecorderMsg, SegmentSink};
 
 #[derive(Debug, Serialize)]
@@ -70,11 +71,11 @@ fn perch_side(input: &Path, streams: usize, segment: Duration, out: &Path) -> an
         let dir = out.join(format!("perch-{i}"));
         std::fs::create_dir_all(&dir)?;
         let sink = SegmentSink { camera: i, dir, segment, tx: tx.clone(), stats: stats.clone() };
-        let writer: SharedWriter = Arc::new(Mutex::new(Some(SegmentWriter::new(sink, "h264").with_backpressure())));
+        let writer: SharedWriter = Arc::new(Mutex::new(Some(Box::new(SegmentWriter::new(sink, "h264").with_backpressure()) as Box<dyn EncodedWriter>)));
         let pipeline = gst::Pipeline::new();
         let src = gst::ElementFactory::make("filesrc").property("location", input).build()?;
         let parse = gst::ElementFactory::make("parsebin").build()?;
-        let tap = writer::tap(writer.clone(), "h264");
+        let tap = encoded::tap(writer.clone(), "h264");
         pipeline.add_many([&src, &parse, tap.upcast_ref()])?;
         src.link(&parse)?;
         let tap_pad = tap.static_pad("sink").expect("appsink pad");

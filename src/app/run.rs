@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::capture::encoded::EncodedSink;
 use crate::capture::{self, Camera, CameraSnapshot, CameraState, CameraStatus, FrameHub};
 use crate::config::Config;
 use crate::detect::worker::{DetectStats, DetectWorker, FrameDetections};
@@ -27,6 +27,7 @@ use crate::fleet::device::model::ModelUpdater;
 use crate::ota::Ota;
 use crate::record::recorder::OpenRecorder;
 use crate::record::{CameraRecordConfig, RecordControl, RecordStats, Recorder, RecorderMsg, SegmentSink};
+use crate::util::tasks::{Drained, Tasks};
 
 /// How the service reports what it detects (until events and MQTT take over).
 #[derive(Debug, Clone, Default)]
@@ -65,7 +66,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 struct Service {
     config: Config,
     cancel: CancellationToken,
-    tasks: JoinSet<()>,
+    tasks: Tasks,
     /// Model releases: what serves, and a candidate's shadow trial.
     models: Arc<ModelUpdater>,
     /// The detector's input size: frames are scaled to it in the capture pipeline.
@@ -120,11 +121,15 @@ impl Service {
         let (detector_tx, detector) = watch::channel(DetectorState::Loading);
         Ok(Self {
             cancel: CancellationToken::new(),
-            tasks: JoinSet::new(),
+            tasks: Tasks::new(),
             models,
             model_input,
             hub: Arc::new(FrameHub::new(config.cameras.len())),
-            statuses: config.cameras.iter().map(|c| Arc::new(CameraStatus::new(&c.id, c.masked_source(), c.enabled))).collect(),
+            statuses: config
+                .cameras
+                .iter()
+                .map(|c| Arc::new(CameraStatus::new(&c.id, c.masked_source(), c.enabled).with_frame_interval(c.frame_interval())))
+                .collect(),
             record_stats: Arc::new(RecordStats::new(config.cameras.iter().map(|c| (c.id.clone(), c.records())))),
             recording,
             rec: Some((rec_tx, rec_rx)),
@@ -173,12 +178,14 @@ impl Service {
                 tracing::info!(camera = %cam.id, "camera disabled in config");
                 continue;
             }
-            let record = self.recording[index].as_ref().filter(|_| store_open).map(|_| SegmentSink {
-                camera: index,
-                dir: self.config.record_dir().join("segments").join(&cam.id),
-                segment: Duration::from_secs_f64(self.config.record.segment_s),
-                tx: self.rec_tx(),
-                stats: self.record_stats.clone(),
+            let record = self.recording[index].as_ref().filter(|_| store_open).map(|_| -> Arc<dyn EncodedSink> {
+                Arc::new(SegmentSink {
+                    camera: index,
+                    dir: self.config.record_dir().join("segments").join(&cam.id),
+                    segment: Duration::from_secs_f64(self.config.record.segment_s),
+                    tx: self.rec_tx(),
+                    stats: self.record_stats.clone(),
+                })
             });
             let camera = Camera {
                 index,
@@ -189,7 +196,7 @@ impl Service {
                 record,
             };
             let cancel = self.cancel.clone();
-            self.tasks.spawn_blocking(move || camera.run(cancel));
+            self.tasks.spawn_blocking(format!("camera {}", cam.id), move || camera.run(cancel));
         }
     }
 
@@ -212,7 +219,7 @@ impl Service {
             trial: Some(self.models.slot()),
         };
         let cancel = self.cancel.clone();
-        self.tasks.spawn_blocking(move || worker.run(cancel));
+        self.tasks.spawn_blocking("detector", move || worker.run(cancel));
         rx
     }
 
@@ -229,7 +236,7 @@ impl Service {
         };
         let events = EventStage::new(&self.config.device_id, &self.config.cameras, self.recording.clone(), sinks);
         let done = (!recorder).then(|| self.inputs_done.clone());
-        self.tasks.spawn(events.run(detections, print, done));
+        self.tasks.spawn("events", events.run(detections, print, done));
     }
 
     /// The recorder thread, when a camera records. It ends when every sender of its queue is gone (the
@@ -239,7 +246,7 @@ impl Service {
         drop(tx);
         let Some(recorder) = recorder else { return };
         let (handle, done) = (tokio::runtime::Handle::current(), self.inputs_done.clone());
-        self.tasks.spawn_blocking(move || {
+        self.tasks.spawn_blocking("recorder", move || {
             recorder.run(rx, handle);
             done.cancel();
         });
@@ -277,7 +284,7 @@ impl Service {
             drain_timeout: PUBLISH_DRAIN_TIMEOUT,
             republish,
         };
-        self.tasks.spawn(publisher.run(self.cancel.clone()));
+        self.tasks.spawn("publisher", publisher.run(self.cancel.clone()));
     }
 
     /// The health message: cameras, detector, outbox, broker, recording, and the update and model state.
@@ -351,8 +358,8 @@ impl Service {
             detector: self.detector.clone(),
             stats: self.detect_stats.clone(),
         };
-        self.tasks.spawn(watchdog.run(self.cancel.clone()));
-        self.tasks.spawn(watch_status(self.statuses.clone(), self.detector.clone(), self.detect_stats.clone(), self.cancel.clone()));
+        self.tasks.spawn("watchdog", watchdog.run(self.cancel.clone()));
+        self.tasks.spawn("status", watch_status(self.statuses.clone(), self.detector.clone(), self.detect_stats.clone(), self.cancel.clone()));
     }
 
     /// Runs until a stop is asked for, then drains. Captures stop and finish their segments, the
@@ -370,21 +377,14 @@ impl Service {
         self.cancel.cancel();
         self.hub.wake();
         let mut tasks = std::mem::take(&mut self.tasks);
-        let drain = tokio::time::timeout(DRAIN_TIMEOUT, async {
-            while let Some(res) = tasks.join_next().await {
-                if let Err(e) = res {
-                    tracing::error!("task ended abnormally: {e}");
-                }
-            }
-        });
         tokio::select! {
-            drained = drain => {
-                if drained.is_err() {
-                    tracing::warn!("some tasks did not stop within {} s; exiting anyway", DRAIN_TIMEOUT.as_secs());
+            drained = tasks.drain(DRAIN_TIMEOUT) => {
+                if let Drained::TimedOut(left) = drained {
+                    tracing::warn!("{} did not stop within {} s; exiting anyway (stored data is safe)", left.join(", "), DRAIN_TIMEOUT.as_secs());
                 }
             }
             _ = shutdown_signal() => {
-                tracing::warn!("second stop signal: exiting now without finishing the drain (stored data is safe)");
+                tracing::warn!("second stop signal: exiting now without finishing the drain (stored data is safe); still running: {}", tasks.running().join(", "));
                 return Ok(());
             }
         }

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::config::CameraConfig;
+use super::encoded::EncodedSink;
 use super::frame::FrameHub;
 use super::pipeline::{CaptureError, CapturePipeline, Pacing, PipelineSpec, Pull};
 use super::source::Source;
 use super::status::{CameraState, CameraStatus};
-use crate::record::SegmentSink;
 use crate::util::Backoff;
 
 /// How often the capture thread wakes up to check for cancellation while waiting for a frame.
@@ -41,7 +41,7 @@ pub struct Camera {
     pub hub: Arc<FrameHub>,
     pub status: Arc<CameraStatus>,
     /// Where to record this camera's stream, when it is recorded.
-    pub record: Option<SegmentSink>,
+    pub record: Option<Arc<dyn EncodedSink>>,
 }
 
 impl Camera {
@@ -121,7 +121,7 @@ impl Camera {
             Ok(p) => p,
             Err(e) => return (SessionEnd::Failed(e), 0),
         };
-        let stall = Duration::from_secs_f64(self.config.stall_timeout_s);
+        let stall = self.config.stall_timeout();
         let mut last_frame = Instant::now();
         let mut delivered = 0u64;
         let mut sink_drops_seen = 0u64;

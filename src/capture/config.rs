@@ -39,7 +39,8 @@ pub struct CameraConfig {
     pub labels: Vec<String>,
     /// Detections scoring below this are not reported.
     pub min_score: f32,
-    /// A stream that delivers no frame for this long is treated as failed and reconnected.
+    /// A stream that delivers no frame for this long is treated as failed and reconnected (at least three
+    /// frame intervals at a slow `detect_fps`).
     pub stall_timeout_s: f64,
     /// First reconnect delay; doubles on each failure up to `reconnect_max_s`, with ±20 % jitter.
     pub reconnect_initial_s: f64,
@@ -84,6 +85,17 @@ impl CameraConfig {
     /// Whether this camera's stream is recorded: enabled, and a source that carries an encoded stream.
     pub fn records(&self) -> bool {
         self.enabled && self.record.enabled && matches!(Source::parse(&self.source), Ok(Source::Rtsp(_) | Source::File(_)))
+    }
+
+    /// The time between two frames handed to the detector.
+    pub fn frame_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(1.0 / self.detect_fps)
+    }
+
+    /// How long without a frame before the stream counts as stalled: `stall_timeout_s`, or three frame
+    /// intervals when `detect_fps` is slower than that (at 0.1 fps a frame comes only every 10 s).
+    pub fn stall_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.stall_timeout_s).max(self.frame_interval() * 3)
     }
 
     /// The masked source URI, for logs and status output.
@@ -141,5 +153,20 @@ impl Section for CameraConfig {
             p.push(Problem::new(format!("{key}.rtsp_latency_ms"), format!("{} is out of range: use at most 10000 ms", self.rtsp_latency_ms)));
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_slow_camera_is_given_three_frame_intervals_before_it_counts_as_stalled() {
+        let mut c = CameraConfig { detect_fps: 5.0, ..Default::default() };
+        assert_eq!(c.stall_timeout(), Duration::from_secs(10));
+        c.detect_fps = 0.1;
+        assert_eq!(c.frame_interval(), Duration::from_secs(10));
+        assert_eq!(c.stall_timeout(), Duration::from_secs(30));
     }
 }

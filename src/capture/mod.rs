@@ -8,6 +8,7 @@
 
 pub mod camera;
 pub mod config;
+pub mod encoded;
 pub mod file;
 pub mod frame;
 pub mod pipeline;

@@ -1,10 +1,10 @@
 //! One GStreamer pipeline per camera: source → decode → rate limit → scale → BGR → appsink, and, for a
-//! recorded camera, a second branch that copies the encoded stream into segments.
+//! recorded camera, a second branch that hands the encoded stream on (to the recorder's segments).
 //!
 //! A recorded camera's pipeline opens the source once (`urisourcebin`: one RTSP session), depayloads and
 //! parses it (`parsebin`), and splits the encoded stream with a `tee`: one branch goes to the decoder, the
-//! other to an appsink that hands each encoded frame to the camera's [`SegmentWriter`] (a pipeline of its
-//! own, so a failing disk never stops detection). Each branch has its own queue; on live sources both are
+//! other to an appsink that hands each encoded frame to the camera's [`EncodedWriter`] (the recorder's
+//! segment writer, a pipeline of its own, so a failing disk never stops detection). Each branch has its own queue; on live sources both are
 //! leaky, so a slow decoder never stalls recording and a slow disk never stalls detection, and whatever
 //! they drop is counted.
 //!
@@ -25,10 +25,11 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use super::config::RtspTransport;
+#[cfg(doc)]
+use super::encoded::EncodedWriter;
+use super::encoded::{self, EncodedSink, SharedWriter as Writer};
 use super::frame::{Frame, FrameInfo};
 use super::source::Source;
-use crate::record::SegmentSink;
-use crate::record::writer::{self, SegmentWriter, SharedWriter as Writer};
 use crate::util::secret::{mask_in_text, secrets_of};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +74,7 @@ pub struct PipelineSpec {
     /// How long to wait for an RTSP server to answer.
     pub connect_timeout: Duration,
     /// Record the encoded stream into segments (RTSP and file sources carrying H.264/H.265).
-    pub record: Option<SegmentSink>,
+    pub record: Option<Arc<dyn EncodedSink>>,
 }
 
 /// The result of waiting for a frame.
@@ -204,8 +205,8 @@ impl CapturePipeline {
         let mut writer = None;
         match &spec.source {
             Source::Test { pattern, width, height, fps } => {
-                if let Some(s) = spec.record.as_ref().and_then(SegmentSink::camera_stats) {
-                    s.set_unsupported(Some("test patterns are not recorded: there is no encoded stream to copy".into()));
+                if let Some(rec) = &spec.record {
+                    rec.recordable(Some("test patterns are not recorded: there is no encoded stream to copy".into()));
                 }
                 let src = make("videotestsrc")?;
                 src.set_property("is-live", true);
@@ -224,13 +225,11 @@ impl CapturePipeline {
             }
             other @ (Source::Rtsp(_) | Source::File(_)) if spec.record.is_some() && !other.is_image() => {
                 let sink = spec.record.clone().expect("checked");
-                writer = Some(build_split(&pipeline, other, spec, &sink, tail_sink.clone(), Arc::new(on_video_pad))?);
+                writer = Some(build_split(&pipeline, other, spec, camera, &sink, tail_sink.clone(), Arc::new(on_video_pad))?);
             }
             other => {
-                if let (Some(rec), Source::V4l2(_)) = (&spec.record, other)
-                    && let Some(s) = rec.camera_stats()
-                {
-                    s.set_unsupported(Some("V4L2 cameras deliver raw or MJPEG frames: recording copies an encoded H.264/H.265 stream".into()));
+                if let (Some(rec), Source::V4l2(_)) = (&spec.record, other) {
+                    rec.recordable(Some("V4L2 cameras deliver raw or MJPEG frames: recording copies an encoded H.264/H.265 stream".into()));
                 }
                 let decode = uri_bin("uridecodebin", &pipeline, spec)?;
                 let linked = Arc::new(AtomicBool::new(false));
@@ -416,7 +415,8 @@ fn build_split(
     pipeline: &gst::Pipeline,
     source: &Source,
     spec: &PipelineSpec,
-    sink: &SegmentSink,
+    camera: usize,
+    sink: &Arc<dyn EncodedSink>,
     tail_sink: gst::Pad,
     on_video_pad: OnVideoPad,
 ) -> Result<Writer, CaptureError> {
@@ -455,7 +455,7 @@ fn build_split(
                 return;
             }
             if let Err(e) = link_video(&weak, pad, &name, live, &sink, &slot, &tail_sink, &on_video_pad) {
-                tracing::warn!(camera = sink.camera, "cannot set up the camera's stream: {e}");
+                tracing::warn!(camera, "cannot set up the camera's stream: {e}");
             }
         });
     });
@@ -469,7 +469,7 @@ fn link_video(
     pad: &gst::Pad,
     caps_name: &str,
     live: bool,
-    sink: &SegmentSink,
+    sink: &Arc<dyn EncodedSink>,
     slot: &Writer,
     tail_sink: &gst::Pad,
     on_video_pad: &OnVideoPad,
@@ -495,9 +495,7 @@ fn link_video(
         "video/x-h264" => "h264",
         "video/x-h265" => "h265",
         other => {
-            if let Some(s) = sink.camera_stats() {
-                s.set_unsupported(Some(format!("the stream is {other}: only H.264 and H.265 are recorded (by copy, without re-encoding)")));
-            }
+            sink.recordable(Some(format!("the stream is {other}: only H.264 and H.265 are recorded (by copy, without re-encoding)")));
             pipeline.add(&decode).map_err(err)?;
             decode.sync_state_with_parent().map_err(err)?;
             pad.link(&decode.static_pad("sink").expect("decodebin sink")).map_err(|e| CaptureError::Build(format!("{e:?}")))?;
@@ -517,16 +515,16 @@ fn link_video(
     let tee = make("tee")?;
     let q_decode = queue(Duration::from_secs(2))?;
     let q_record = queue(Duration::from_secs(2))?;
-    if sink.camera_stats().is_some() {
+    {
         // A leaky queue signals overrun once for each frame it is about to drop.
-        let (stats, camera) = (sink.stats.clone(), sink.camera);
+        let sink = sink.clone();
         q_record.connect("overrun", false, move |_| {
-            stats.cameras[camera].dropped_frames.fetch_add(1, Ordering::Relaxed);
+            sink.dropped();
             None
         });
     }
-    *slot.lock().unwrap() = Some(SegmentWriter::new(sink.clone(), codec));
-    let tap = writer::tap(slot.clone(), codec);
+    *slot.lock().unwrap() = Some(sink.open(codec));
+    let tap = encoded::tap(slot.clone(), codec);
     let all: [&gst::Element; 5] = [&tee, &q_decode, &decode, &q_record, tap.upcast_ref()];
     pipeline.add_many(all).map_err(err)?;
     gst::Element::link_many([&tee, &q_record, tap.upcast_ref()]).map_err(err)?;
@@ -535,9 +533,7 @@ fn link_video(
         e.sync_state_with_parent().map_err(err)?;
     }
     pad.link(&tee.static_pad("sink").expect("tee sink")).map_err(|e| CaptureError::Build(format!("{e:?}")))?;
-    if let Some(s) = sink.camera_stats() {
-        s.set_unsupported(None);
-    }
+    sink.recordable(None);
     Ok(())
 }
 

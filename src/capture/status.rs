@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -34,6 +34,9 @@ impl CameraState {
     }
 }
 
+/// A camera delivers when online with a frame this recent (or two of its frame intervals, when slower).
+pub const FRAME_FRESH: Duration = Duration::from_secs(5);
+
 /// Counters and state of one camera. All updates are lock-free except the last error text.
 #[derive(Debug)]
 pub struct CameraStatus {
@@ -53,6 +56,8 @@ pub struct CameraStatus {
     pub skipped_idle: AtomicU64,
     /// Wall-clock time of the last frame, in ms since the Unix epoch (0: never).
     pub last_frame_ms: AtomicU64,
+    /// How old the last frame may be while the camera still counts as delivering (see [`Self::delivering`]).
+    fresh_ms: u64,
     last_error: Mutex<Option<String>>,
     /// The capture thread beats on every turn of its loops, connected or not: a thread stuck inside
     /// GStreamer stops beating, and the systemd watchdog stops being fed.
@@ -86,9 +91,23 @@ impl CameraStatus {
             reconnects: AtomicU64::new(0),
             skipped_idle: AtomicU64::new(0),
             last_frame_ms: AtomicU64::new(0),
+            fresh_ms: FRAME_FRESH.as_millis() as u64,
             last_error: Mutex::new(None),
             heartbeat: Default::default(),
         }
+    }
+
+    /// A camera that hands out a frame every `interval` (its `detect_fps`): at a slow rate (0.1 fps, a frame
+    /// every 10 s) a frame can be older than [`FRAME_FRESH`] on a healthy stream, so two intervals count.
+    pub fn with_frame_interval(mut self, interval: Duration) -> Self {
+        self.fresh_ms = FRAME_FRESH.max(interval * 2).as_millis() as u64;
+        self
+    }
+
+    /// Online with a recent frame: what `/ready` and the OTA health gate ask of every enabled camera.
+    pub fn delivering(&self, now_ms: u64) -> bool {
+        let last = self.last_frame_ms.load(Ordering::Relaxed);
+        self.state() == CameraState::Online && last != 0 && now_ms.saturating_sub(last) <= self.fresh_ms
     }
 
     pub fn state(&self) -> CameraState {
@@ -128,5 +147,38 @@ impl CameraStatus {
             last_frame_ms: (last != 0).then_some(last),
             last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(interval: Option<Duration>, age_ms: u64) -> bool {
+        let mut s = CameraStatus::new("c", "test://ball".into(), true);
+        if let Some(i) = interval {
+            s = s.with_frame_interval(i);
+        }
+        s.set_state(CameraState::Online);
+        s.last_frame_ms.store(1_000_000, Ordering::Relaxed);
+        s.delivering(1_000_000 + age_ms)
+    }
+
+    #[test]
+    fn a_slow_camera_delivers_while_its_last_frame_is_within_two_intervals() {
+        // The 5 s floor for ordinary rates.
+        assert!(at(None, 5_000));
+        assert!(!at(None, 5_001));
+        assert!(!at(Some(Duration::from_millis(200)), 5_001));
+        // 0.1 fps: a frame every 10 s.
+        assert!(at(Some(Duration::from_secs(10)), 19_000));
+        assert!(!at(Some(Duration::from_secs(10)), 20_001));
+    }
+
+    #[test]
+    fn a_camera_that_is_not_online_never_delivers() {
+        let s = CameraStatus::new("c", "test://ball".into(), true);
+        s.last_frame_ms.store(1_000_000, Ordering::Relaxed);
+        assert!(!s.delivering(1_000_000));
     }
 }

@@ -38,8 +38,6 @@ use crate::track::EventKind;
 pub const PREVIEW_EVERY: Duration = Duration::from_secs(1);
 /// Event summaries kept for the status page.
 pub const RECENT_EVENTS: usize = 20;
-/// A camera is ready when online with a frame within this long (the OTA health gate uses the same).
-pub const FRAME_FRESH: Duration = Duration::from_secs(5);
 
 /// One camera's latest picture: packed BGR at detection resolution, detections in its pixels.
 #[derive(Default)]
@@ -251,8 +249,7 @@ impl Handles {
             if state == CameraState::Disabled {
                 continue;
             }
-            let last = cam.last_frame_ms.load(Relaxed);
-            if state != CameraState::Online || last == 0 || now_ms.saturating_sub(last) > FRAME_FRESH.as_millis() as u64 {
+            if !cam.delivering(now_ms) {
                 let state = serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
                 f.push(format!("camera {} delivers no frames ({state})", cam.id));
             }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::util::tasks::Tasks;
 use axum::Router;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, State};
@@ -26,7 +27,6 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::HttpConfig;
@@ -52,7 +52,7 @@ struct Server {
 }
 
 /// Starts the server (when `[http] enabled`) as one task of the service; it ends on `cancel`.
-pub fn spawn(tasks: &mut JoinSet<()>, cfg: &HttpConfig, handles: Handles, cancel: CancellationToken) {
+pub fn spawn(tasks: &mut Tasks, cfg: &HttpConfig, handles: Handles, cancel: CancellationToken) {
     if !cfg.enabled {
         return;
     }
@@ -65,7 +65,7 @@ pub fn spawn(tasks: &mut JoinSet<()>, cfg: &HttpConfig, handles: Handles, cancel
         }
     };
     let server = Arc::new(Server { h: handles, token });
-    tasks.spawn(run(addr, server, cancel));
+    tasks.spawn("http", run(addr, server, cancel));
 }
 
 async fn run(addr: SocketAddr, server: Arc<Server>, cancel: CancellationToken) {

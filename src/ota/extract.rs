@@ -14,8 +14,7 @@ use std::sync::atomic::AtomicBool;
 use sha2::{Digest, Sha256};
 
 use super::OtaError;
-use super::bundle::{Header, Keyring, Manifest};
-use super::install::{Tap, check_release, expect_end, read_chunk};
+use super::bundle::{Header, Keyring, Manifest, Tap, check_release, expect_end, read_chunk};
 
 /// What the bundle must be.
 #[derive(Debug, Clone, Default)]

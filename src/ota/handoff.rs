@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::bundle::Manifest;
-use super::install::{InstallOptions, Tap, open_source};
+use super::bundle::Tap;
+use super::install::{InstallOptions, open_source};
 use super::{Ota, OtaError, Phase};
 
 /// The bundle `perch-ota-install.path` waits for, in [`Ota::incoming_dir`].

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::util::tasks::Tasks;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{BackendKind, Ota, Phase};
@@ -64,8 +64,6 @@ pub struct HealthInputs {
     pub state_dir: PathBuf,
 }
 
-/// A camera is delivering when online with a frame in this long.
-const FRAME_FRESH: Duration = Duration::from_secs(5);
 const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Every failing check, each naming what failed.
@@ -77,8 +75,7 @@ pub fn failures(inputs: &HealthInputs) -> Vec<String> {
         if state == CameraState::Disabled {
             continue;
         }
-        let last = cam.last_frame_ms.load(std::sync::atomic::Ordering::Relaxed);
-        if state != CameraState::Online || last == 0 || now_ms.saturating_sub(last) > FRAME_FRESH.as_millis() as u64 {
+        if !cam.delivering(now_ms) {
             f.push(format!("camera {} delivers no frames ({state:?})", cam.id));
         }
     }
@@ -136,7 +133,7 @@ pub struct GoldenCheck {
 
 /// The service's hook: records the boot, and when a release is on trial, spawns the gate. Logs which
 /// release runs from which slot.
-pub fn spawn(tasks: &mut JoinSet<()>, ota: Arc<Ota>, check: GoldenCheck, inputs: HealthInputs, cancel: CancellationToken) {
+pub fn spawn(tasks: &mut Tasks, ota: Arc<Ota>, check: GoldenCheck, inputs: HealthInputs, cancel: CancellationToken) {
     let cfg = &ota.cfg;
     let state = match ota.reconcile() {
         Ok(s) => s,
@@ -164,7 +161,7 @@ pub fn spawn(tasks: &mut JoinSet<()>, ota: Arc<Ota>, check: GoldenCheck, inputs:
         already.as_secs_f64(),
         cfg.health_timeout_s
     );
-    tasks.spawn(run_gate(ota, gate, golden, inputs, already, cancel));
+    tasks.spawn("ota gate", run_gate(ota, gate, golden, inputs, already, cancel));
 }
 
 async fn run_gate(

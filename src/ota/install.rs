@@ -15,7 +15,7 @@ use std::sync::{Arc, mpsc};
 
 use sha2::{Digest, Sha256};
 
-use super::bundle::{Header, Image, Keyring, Manifest, digest_matches, read_full};
+use super::bundle::{Header, Keyring, Manifest, Tap, check_release, expect_end, read_chunk};
 use super::state::Event;
 use super::version::Version;
 use super::{BackendKind, Ota, OtaError, Slot};
@@ -33,81 +33,6 @@ pub struct InstallOptions {
     pub expect_version: Option<String>,
     /// Set by a `cancel` command: the next read fails, the install is recorded as failed, nothing boots.
     pub cancel: Option<Arc<AtomicBool>>,
-}
-
-/// Hashes what the install reads and fails the read once the install is cancelled.
-pub(super) struct Tap<'a> {
-    pub(super) inner: &'a mut dyn Read,
-    pub(super) hasher: Sha256,
-    pub(super) cancel: Option<Arc<AtomicBool>>,
-}
-
-impl Read for Tap<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let cancelled = || self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
-        if cancelled() {
-            return Err(std::io::Error::other("the install was cancelled"));
-        }
-        // A read that was waiting when the cancel came (a stalled server) ends at the stall timeout: it
-        // is the cancel that ended the install.
-        let n = self.inner.read(buf).map_err(|e| if cancelled() { std::io::Error::other("the install was cancelled") } else { e })?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-impl Tap<'_> {
-    /// Checks the SHA-256 of everything read so far against the one a command names, if it names one.
-    pub(super) fn check_sha(&mut self, want: Option<&str>) -> Result<(), OtaError> {
-        let Some(want) = want else { return Ok(()) };
-        let got = crate::util::fs::hex(&std::mem::take(&mut self.hasher).finalize());
-        if !got.eq_ignore_ascii_case(want.trim()) {
-            return Err(OtaError::Bundle(format!("the bundle's SHA-256 is {got}, not the {want} the command names: the server holds another file")));
-        }
-        Ok(())
-    }
-}
-
-/// Checks a verified manifest against the release a command names and the device type.
-pub(super) fn check_release(m: &Manifest, compatible: &str, version: Option<&str>) -> Result<(), OtaError> {
-    if let Some(v) = version
-        && v != m.version
-    {
-        return Err(OtaError::Refused(format!("the command names release {v} but the bundle holds {}: check the rollout's bundle URL", m.version)));
-    }
-    if m.compatible != compatible {
-        return Err(OtaError::Refused(format!(
-            "the bundle is for {:?} but this device is {:?} (ota.compatible): install the bundle built for this device",
-            m.compatible, compatible
-        )));
-    }
-    Ok(())
-}
-
-/// Reads chunk `i` of `img` into `buf` (the chunk's length) and checks it against the signed manifest.
-pub(super) fn read_chunk(r: &mut dyn Read, buf: &mut [u8], img: &Image, i: usize, chunk_size: u32) -> Result<(), OtaError> {
-    let got = read_full(r, buf).map_err(|e| OtaError::Io(format!("cannot read the bundle: {e}: check the source and retry")))?;
-    if got < buf.len() {
-        return Err(OtaError::Bundle(format!(
-            "the bundle is truncated: image {} ended after {} of {} bytes; download it again",
-            img.name,
-            i as u64 * chunk_size as u64 + got as u64,
-            img.size
-        )));
-    }
-    if !digest_matches(&Sha256::digest(&*buf), &img.chunks[i]) {
-        return Err(OtaError::Bundle(format!("image {} chunk {i} does not match the signed manifest: the bundle is corrupt; download it again", img.name)));
-    }
-    Ok(())
-}
-
-/// After the last image nothing may follow. A read error here (a cancel, a dropped connection) fails too.
-pub(super) fn expect_end(r: &mut dyn Read) -> Result<(), OtaError> {
-    let mut extra = [0u8; 1];
-    if read_full(r, &mut extra).map_err(|e| OtaError::Io(format!("cannot read the bundle: {e}")))? != 0 {
-        return Err(OtaError::Bundle("the bundle has data after its last image: it is corrupt; download it again".into()));
-    }
-    Ok(())
 }
 
 /// Buffers in flight between the reader and the writer.

@@ -2,7 +2,7 @@
 //! `appsrc → [h264timestamper] → splitmuxsink`.
 //!
 //! The capture pipeline taps the parsed stream (after depayloading: the same RTSP session as detection)
-//! and hands each encoded frame to [`SegmentWriter::push`]. A separate pipeline keeps recording failures —
+//! and hands each encoded frame to [`SegmentWriter::push`], through capture's [`EncodedWriter`]. A separate pipeline keeps recording failures —
 //! a full or failing disk — away from detection: the writer reports the error, drops frames (counted) and
 //! starts a fresh pipeline at the next keyframe after [`RETRY`], while the camera keeps being analysed.
 //!
@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gstreamer as gst;
@@ -22,6 +21,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use super::SegmentSink;
+use crate::capture::encoded::{EncodedSink, EncodedWriter};
 
 /// Added to every timestamp handed to the writer, and taken off the segment times it reports. A file's
 /// first frames decode before they are shown (B-frames), so their decode times fall before the start of the
@@ -41,32 +41,6 @@ struct Running {
     /// Running time at which each open segment file started, by file name.
     opened: HashMap<String, u64>,
     caps: Option<gst::Caps>,
-}
-
-/// A camera's writer, shared by the tap (streaming thread) and the capture thread; `None` until the stream
-/// turns out to be recordable.
-pub type SharedWriter = Arc<Mutex<Option<SegmentWriter>>>;
-
-/// The appsink that feeds `writer` from a capture pipeline, asking for the form MP4 stores (`avc`/`hvc1`,
-/// one access unit per buffer): the parser upstream converts to it.
-pub fn tap(writer: SharedWriter, codec: &str) -> gst_app::AppSink {
-    let caps = match codec {
-        "h264" => gst::Caps::builder("video/x-h264").field("stream-format", gst::List::new(["avc", "avc3"])).field("alignment", "au").build(),
-        _ => gst::Caps::builder("video/x-h265").field("stream-format", gst::List::new(["hvc1", "hev1"])).field("alignment", "au").build(),
-    };
-    let sink = gst_app::AppSink::builder().caps(&caps).sync(false).max_buffers(64).enable_last_sample(false).build();
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |tap| {
-                let sample = tap.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if let Some(w) = writer.lock().unwrap().as_mut() {
-                    w.push(&sample);
-                }
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
-    sink
 }
 
 /// The segment writer of one camera's pipeline session.
@@ -296,5 +270,38 @@ fn segment_message(r: &mut Running, sink: &SegmentSink, s: &gst::StructureRef, b
             }
         }
         _ => {}
+    }
+}
+
+impl EncodedWriter for SegmentWriter {
+    fn push(&mut self, sample: &gst::Sample) {
+        SegmentWriter::push(self, sample);
+    }
+
+    fn poll(&mut self, base_ns: u64) {
+        SegmentWriter::poll(self, base_ns);
+    }
+
+    fn finish(&mut self, base_ns: u64) {
+        SegmentWriter::finish(self, base_ns);
+    }
+}
+
+/// Capture hands a recorded camera's encoded stream to its segment writer through this.
+impl EncodedSink for SegmentSink {
+    fn recordable(&self, why_not: Option<String>) {
+        if let Some(s) = self.camera_stats() {
+            s.set_unsupported(why_not);
+        }
+    }
+
+    fn dropped(&self) {
+        if let Some(s) = self.camera_stats() {
+            s.dropped_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn open(&self, codec: &'static str) -> Box<dyn EncodedWriter> {
+        Box::new(SegmentWriter::new(self.clone(), codec))
     }
 }

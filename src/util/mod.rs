@@ -7,6 +7,7 @@ pub mod fs;
 pub mod heartbeat;
 pub mod secret;
 pub mod stdout;
+pub mod tasks;
 
 pub use backoff::Backoff;
 pub use heartbeat::Heartbeat;
