@@ -405,7 +405,7 @@ impl AppBackend {
     fn link(&self, name: &str, slot: Slot) -> Result<(), OtaError> {
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let _ = std::fs::remove_file(&tmp);
-        let io = |e: std::io::Error| OtaError::Io(format!("cannot point {}/{name} at {}: {e}", self.dir.display(), slot.lower()));
+        let io = |e: std::io::Error| OtaError::io(format!("cannot point {}/{name} at {}", self.dir.display(), slot.lower()), e);
         std::os::unix::fs::symlink(slot.lower(), &tmp).map_err(io)?;
         // rename(2) replaces the link atomically: a start sees the old or the new slot, never none.
         std::fs::rename(&tmp, self.dir.join(name)).map_err(io)?;

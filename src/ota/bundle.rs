@@ -243,7 +243,7 @@ impl Keyring {
     pub fn load(path: &Path) -> Result<Self, OtaError> {
         let files: Vec<PathBuf> = if path.is_dir() {
             let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| OtaError::Io(format!("cannot read keyring {}: {e}", path.display())))?
+                .map_err(|e| OtaError::io(format!("cannot read keyring {}", path.display()), e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "pub"))
                 .collect();
@@ -255,7 +255,7 @@ impl Keyring {
         let mut keys = Vec::new();
         for f in files {
             let text = std::fs::read_to_string(&f)
-                .map_err(|e| OtaError::Io(format!("cannot read keyring {}: {e} (set ota.keyring to the trusted public keys)", f.display())))?;
+                .map_err(|e| OtaError::io(format!("cannot read keyring {} (set ota.keyring to the trusted public keys)", f.display()), e))?;
             for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
                 let key = unhex(line)
                     .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -273,7 +273,7 @@ impl Keyring {
 
 /// Reads a signing key file (hex secret key; comment lines allowed).
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, OtaError> {
-    let text = std::fs::read_to_string(path).map_err(|e| OtaError::Io(format!("cannot read signing key {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| OtaError::io(format!("cannot read signing key {}", path.display()), e))?;
     text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))
@@ -286,10 +286,10 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, OtaError> {
 /// Writes a new key pair: `<prefix>.key` (secret, mode 0600) and `<prefix>.pub`.
 pub fn keygen(prefix: &Path, comment: &str) -> Result<(PathBuf, PathBuf), OtaError> {
     let mut seed = [0u8; 32];
-    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)).map_err(|e| OtaError::Io(format!("cannot read /dev/urandom: {e}")))?;
+    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)).map_err(|e| OtaError::io("cannot read /dev/urandom", e))?;
     let key = SigningKey::from_bytes(&seed);
     let (secret, public) = (prefix.with_extension("key"), prefix.with_extension("pub"));
-    let io = |p: &Path, e: std::io::Error| OtaError::Io(format!("cannot write {}: {e}", p.display()));
+    let io = |p: &Path, e: std::io::Error| OtaError::io(format!("cannot write {}", p.display()), e);
     {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&secret).map_err(|e| io(&secret, e))?;
@@ -301,11 +301,11 @@ pub fn keygen(prefix: &Path, comment: &str) -> Result<(PathBuf, PathBuf), OtaErr
 
 /// Hashes of one image, read from a file.
 fn hash_image(path: &Path, chunk: u32) -> Result<(u64, String, Vec<String>), OtaError> {
-    let mut f = File::open(path).map_err(|e| OtaError::Io(format!("cannot read image {}: {e}", path.display())))?;
+    let mut f = File::open(path).map_err(|e| OtaError::io(format!("cannot read image {}", path.display()), e))?;
     let mut buf = vec![0u8; chunk as usize];
     let (mut whole, mut chunks, mut size) = (Sha256::new(), Vec::new(), 0u64);
     loop {
-        let n = read_full(&mut f, &mut buf).map_err(|e| OtaError::Io(format!("cannot read image {}: {e}", path.display())))?;
+        let n = read_full(&mut f, &mut buf).map_err(|e| OtaError::io(format!("cannot read image {}", path.display()), e))?;
         if n == 0 {
             break;
         }
@@ -361,7 +361,7 @@ pub fn build(out: &Path, compatible: &str, version: &str, chunk_size: u32, image
     };
     manifest.check()?;
     let json = serde_json::to_vec(&manifest).expect("manifest serializes");
-    let io = |e: std::io::Error| OtaError::Io(format!("cannot write bundle {}: {e}", out.display()));
+    let io = |e: std::io::Error| OtaError::io(format!("cannot write bundle {}", out.display()), e);
     let mut w = std::io::BufWriter::with_capacity(1 << 20, File::create(out).map_err(io)?);
     let mut signed = MAGIC.to_vec();
     signed.extend_from_slice(&(json.len() as u32).to_le_bytes());
@@ -373,7 +373,7 @@ pub fn build(out: &Path, compatible: &str, version: &str, chunk_size: u32, image
     }
     w.write_all(&signed).and_then(|_| w.write_all(&block)).map_err(io)?;
     for img in images {
-        let mut f = File::open(&img.path).map_err(|e| OtaError::Io(format!("cannot read image {}: {e}", img.path.display())))?;
+        let mut f = File::open(&img.path).map_err(|e| OtaError::io(format!("cannot read image {}", img.path.display()), e))?;
         std::io::copy(&mut f, &mut w).map_err(io)?;
     }
     w.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
@@ -382,7 +382,7 @@ pub fn build(out: &Path, compatible: &str, version: &str, chunk_size: u32, image
 
 /// Adds (or replaces) `key`'s signature in a bundle, in place.
 pub fn sign(bundle: &Path, key: &SigningKey) -> Result<(), OtaError> {
-    let io = |e: std::io::Error| OtaError::Io(format!("cannot sign {}: {e}", bundle.display()));
+    let io = |e: std::io::Error| OtaError::io(format!("cannot sign {}", bundle.display()), e);
     let mut f = std::fs::OpenOptions::new().read(true).write(true).open(bundle).map_err(io)?;
     // The signer vouches for the manifest: it must be one this perch would install.
     let header = Header::read(&mut std::io::BufReader::new(&mut f))?.parse_unverified()?;
@@ -402,7 +402,7 @@ pub fn sign(bundle: &Path, key: &SigningKey) -> Result<(), OtaError> {
 /// Verifies a bundle file completely: signature (when a keyring is given), every chunk and every whole-image
 /// hash, and that nothing follows the last image.
 pub fn verify(bundle: &Path, keyring: Option<&Keyring>) -> Result<(Header, Option<VerifyingKey>), OtaError> {
-    let f = File::open(bundle).map_err(|e| OtaError::Io(format!("cannot read {}: {e}", bundle.display())))?;
+    let f = File::open(bundle).map_err(|e| OtaError::io(format!("cannot read {}", bundle.display()), e))?;
     let mut r = std::io::BufReader::with_capacity(1 << 20, f);
     let raw = Header::read(&mut r)?;
     let (header, key) = match keyring {
@@ -416,7 +416,7 @@ pub fn verify(bundle: &Path, keyring: Option<&Keyring>) -> Result<(Header, Optio
         let mut left = img.size;
         for (i, expected) in img.chunks.iter().enumerate() {
             let n = left.min(buf.len() as u64) as usize;
-            let got = read_full(&mut r, &mut buf[..n]).map_err(|e| OtaError::Io(format!("cannot read {}: {e}", bundle.display())))?;
+            let got = read_full(&mut r, &mut buf[..n]).map_err(|e| OtaError::io(format!("cannot read {}", bundle.display()), e))?;
             if got < n {
                 return Err(OtaError::Bundle(format!("the bundle is truncated in image {} (chunk {i}): download it again", img.name)));
             }
@@ -489,7 +489,7 @@ pub(super) fn check_release(m: &Manifest, compatible: &str, version: Option<&str
 
 /// Reads chunk `i` of `img` into `buf` (the chunk's length) and checks it against the signed manifest.
 pub(super) fn read_chunk(r: &mut dyn Read, buf: &mut [u8], img: &Image, i: usize, chunk_size: u32) -> Result<(), OtaError> {
-    let got = read_full(r, buf).map_err(|e| OtaError::Io(format!("cannot read the bundle: {e}: check the source and retry")))?;
+    let got = read_full(r, buf).map_err(|e| OtaError::io("cannot read the bundle (check the source and retry)", e))?;
     if got < buf.len() {
         return Err(OtaError::Bundle(format!(
             "the bundle is truncated: image {} ended after {} of {} bytes; download it again",
@@ -507,7 +507,7 @@ pub(super) fn read_chunk(r: &mut dyn Read, buf: &mut [u8], img: &Image, i: usize
 /// After the last image nothing may follow. A read error here (a cancel, a dropped connection) fails too.
 pub(super) fn expect_end(r: &mut dyn Read) -> Result<(), OtaError> {
     let mut extra = [0u8; 1];
-    if read_full(r, &mut extra).map_err(|e| OtaError::Io(format!("cannot read the bundle: {e}")))? != 0 {
+    if read_full(r, &mut extra).map_err(|e| OtaError::io("cannot read the bundle", e))? != 0 {
         return Err(OtaError::Bundle("the bundle has data after its last image: it is corrupt; download it again".into()));
     }
     Ok(())

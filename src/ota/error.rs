@@ -13,6 +13,33 @@ pub enum OtaError {
     Boot(String),
     #[error("{0}")]
     Io(String),
+    /// A file, device or download failed: `what` names it (and what to do), `source` is the OS's error.
+    #[error("{what}: {source}")]
+    File {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("OTA state: {0}")]
     State(String),
+}
+
+impl OtaError {
+    /// An I/O failure with what it was doing; the OS error is kept as the cause.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::File { what: what.into(), source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_failure_names_what_failed_and_keeps_the_os_error_as_its_cause() {
+        let e = OtaError::io("cannot read keyring /etc/perch/ota-keys", std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert_eq!(e.to_string(), "cannot read keyring /etc/perch/ota-keys: entity not found");
+        let cause = std::error::Error::source(&e).expect("a cause");
+        assert_eq!(cause.to_string(), "entity not found");
+    }
 }

@@ -35,7 +35,7 @@ pub fn extract(source: &mut dyn Read, keyring: &Keyring, expect: &Expect, dest: 
     m.check()?;
     check_release(&m, &expect.compatible, expect.version.as_deref())?;
     let part = PathBuf::from(format!("{}.part", dest.display()));
-    let io = |what: &str, p: &Path, e: std::io::Error| OtaError::Io(format!("cannot {what} {}: {e}", p.display()));
+    let io = |what: &str, p: &Path, e: std::io::Error| OtaError::io(format!("cannot {what} {}", p.display()), e);
     if part.exists() {
         std::fs::remove_dir_all(&part).map_err(|e| io("clear", &part, e))?;
     }

@@ -78,14 +78,14 @@ impl Ota {
     /// Downloads `url`, checks it, and hands it to the install unit; returns when the unit has finished.
     pub fn install_by_unit(&self, url: &str, opts: &InstallOptions) -> Result<Manifest, OtaError> {
         let incoming = self.incoming_dir();
-        std::fs::create_dir_all(&incoming).map_err(|e| OtaError::Io(format!("cannot create {}: {e}", incoming.display())))?;
+        std::fs::create_dir_all(&incoming).map_err(|e| OtaError::io(format!("cannot create {}", incoming.display()), e))?;
         let bundle = incoming.join(BUNDLE);
         if bundle.exists() || self.install_running() {
             return Err(OtaError::Refused(format!("an install is already waiting or running ({}): wait for perch-ota-install to finish", bundle.display())));
         }
         let part = incoming.join(PART);
         let checked = self.download(url, &part, opts).and_then(|_| {
-            let mut f = File::open(&part).map_err(|e| OtaError::Io(format!("cannot read {}: {e}", part.display())))?;
+            let mut f = File::open(&part).map_err(|e| OtaError::io(format!("cannot read {}", part.display()), e))?;
             self.check_header(&mut f, opts)
         });
         let manifest = match checked {
@@ -96,7 +96,7 @@ impl Ota {
             }
         };
         let _ = std::fs::remove_file(self.result_path());
-        let io = |e: std::io::Error| OtaError::Io(format!("cannot hand {} to the install unit: {e}", bundle.display()));
+        let io = |e: std::io::Error| OtaError::io(format!("cannot hand {} to the install unit", bundle.display()), e);
         let handed = std::time::SystemTime::now();
         std::fs::rename(&part, &bundle).map_err(io)?;
         File::open(&incoming).and_then(|d| d.sync_all()).map_err(io)?;
@@ -110,12 +110,12 @@ impl Ota {
     fn download(&self, url: &str, dest: &Path, opts: &InstallOptions) -> Result<(), OtaError> {
         let mut source = open_source(url, self.cfg.ca_file.as_deref(), self.cfg.download_stall())?;
         let mut r = Tap { inner: &mut *source, hasher: Sha256::new(), cancel: opts.cancel.clone() };
-        let io = |what: &str, e: std::io::Error| OtaError::Io(format!("cannot {what} {}: {e}", dest.display()));
+        let io = |what: &str, e: std::io::Error| OtaError::io(format!("cannot {what} {}", dest.display()), e);
         let mut f = File::create(dest).map_err(|e| io("create", e))?;
         let mut buf = vec![0u8; 1 << 20];
         let (mut written, mut checked) = (0u64, 0u64);
         loop {
-            let n = r.read(&mut buf).map_err(|e| OtaError::Io(format!("cannot download {}: {e}", crate::util::mask_uri(url))))?;
+            let n = r.read(&mut buf).map_err(|e| OtaError::io(format!("cannot download {}", crate::util::mask_uri(url)), e))?;
             if n == 0 {
                 break;
             }

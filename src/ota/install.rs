@@ -81,12 +81,12 @@ pub fn open_source(source: &str, ca_file: Option<&Path>, stall: std::time::Durat
         })?;
         return Ok(Box::new(resp.into_body().into_reader()));
     }
-    let f = File::open(source).map_err(|e| OtaError::Io(format!("cannot open bundle {source}: {e}")))?;
+    let f = File::open(source).map_err(|e| OtaError::io(format!("cannot open bundle {source}"), e))?;
     Ok(Box::new(f))
 }
 
 fn load_certs(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, OtaError> {
-    let pem = std::fs::read(path).map_err(|e| OtaError::Io(format!("cannot read ota.ca_file {}: {e}", path.display())))?;
+    let pem = std::fs::read(path).map_err(|e| OtaError::io(format!("cannot read ota.ca_file {}", path.display()), e))?;
     let certs: Vec<_> = ureq::tls::parse_pem(&pem)
         .filter_map(|item| match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
@@ -130,9 +130,9 @@ impl Ota {
 
     /// Installs the bundle read from `source` (see [`Ota::install`]).
     pub fn install_from(&self, source: &mut dyn Read, opts: &InstallOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<Manifest, OtaError> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| OtaError::Io(format!("cannot create {}: {e}", self.dir.display())))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| OtaError::io(format!("cannot create {}", self.dir.display()), e))?;
         let lock_path = self.lock_path();
-        let lock = File::create(&lock_path).map_err(|e| OtaError::Io(format!("cannot create {}: {e}", lock_path.display())))?;
+        let lock = File::create(&lock_path).map_err(|e| OtaError::io(format!("cannot create {}", lock_path.display()), e))?;
         if lock.try_lock().is_err() {
             return Err(OtaError::Refused("another install is running: wait for it to finish".into()));
         }
@@ -229,9 +229,9 @@ impl Ota {
         if app {
             // The slot directory is replaced as a whole: no file of the old release survives.
             if dest.exists() {
-                std::fs::remove_dir_all(&dest).map_err(|e| OtaError::Io(format!("cannot clear slot {}: {e}", dest.display())))?;
+                std::fs::remove_dir_all(&dest).map_err(|e| OtaError::io(format!("cannot clear slot {}", dest.display()), e))?;
             }
-            std::fs::create_dir_all(&dest).map_err(|e| OtaError::Io(format!("cannot create slot {}: {e}", dest.display())))?;
+            std::fs::create_dir_all(&dest).map_err(|e| OtaError::io(format!("cannot create slot {}", dest.display()), e))?;
         }
         let total = if app { m.payload_size() } else { m.images.iter().find(|i| i.name == self.cfg.image).map_or(0, |i| i.size) };
         let (tx, rx) = mpsc::sync_channel::<Op>(BUFFERS);
@@ -341,7 +341,7 @@ fn write_loop(rx: mpsc::Receiver<Op>, back: mpsc::Sender<Vec<u8>>) -> Result<(),
     let mut open: Option<(File, Target)> = None;
     // Bytes written to the open target, and up to where the kernel was asked to start writing them back.
     let (mut pos, mut kicked) = (0u64, 0u64);
-    let io = |t: &Target, what: &str, e: std::io::Error| OtaError::Io(format!("cannot {what} slot {}: {e}", t.path.display()));
+    let io = |t: &Target, what: &str, e: std::io::Error| OtaError::io(format!("cannot {what} slot {}", t.path.display()), e);
     for op in rx {
         match op {
             Op::Open(t) => {

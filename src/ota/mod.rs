@@ -198,7 +198,7 @@ impl Ota {
             let status = std::process::Command::new(prog)
                 .args(args)
                 .status()
-                .map_err(|e| OtaError::Io(format!("cannot run ota.reboot_command {prog:?}: {e}: set a command this service may run")))?;
+                .map_err(|e| OtaError::io(format!("cannot run ota.reboot_command {prog:?} (set a command this service may run)"), e))?;
             if !status.success() {
                 return Err(OtaError::Io(format!("ota.reboot_command {prog:?} failed ({status}): reboot the box by hand")));
             }

@@ -195,7 +195,7 @@ impl OtaState {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| OtaError::Io(format!("OTA state {} is unreadable ({e}): restore it or delete it to start from idle", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(OtaError::Io(format!("cannot read OTA state {}: {e}", path.display()))),
+            Err(e) => Err(OtaError::io(format!("cannot read OTA state {}", path.display()), e)),
         }
     }
 
@@ -209,7 +209,7 @@ impl OtaState {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OtaError> {
     crate::util::fs::write_atomic(path, bytes).map_err(|e| {
         let dir = path.parent().unwrap_or(Path::new("."));
-        OtaError::Io(format!("cannot write {}: {e} (check that {} is writable)", path.display(), dir.display()))
+        OtaError::io(format!("cannot write {} (check that {} is writable)", path.display(), dir.display()), e)
     })
 }
 
