@@ -18,17 +18,9 @@ use crate::ota::{InstallBy, Ota, OtaError, Phase};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OtaCommand {
-    Install {
-        #[serde(default)]
-        id: Option<String>,
-        url: String,
-        bundle_sha256: String,
-        version: String,
-        /// Boot the new release once installed (default): the service restarts (app mode) or asks for a
-        /// reboot ([`Ota::request_reboot`]). `false`: only stage it for the next boot.
-        #[serde(default = "yes")]
-        reboot: bool,
-    },
+    /// Once installed, the service restarts into the new release (app mode) or asks for a reboot
+    /// ([`Ota::request_reboot`]), unless the command says `"reboot": false`.
+    Install(super::Install),
     Cancel {
         #[serde(default)]
         id: Option<String>,
@@ -44,13 +36,9 @@ pub enum OtaCommand {
 impl OtaCommand {
     fn id(&self) -> Option<&str> {
         match self {
-            OtaCommand::Install { id, .. } | OtaCommand::Cancel { id } | OtaCommand::Rollback { id, .. } => id.as_deref(),
+            OtaCommand::Install(super::Install { id, .. }) | OtaCommand::Cancel { id } | OtaCommand::Rollback { id, .. } => id.as_deref(),
         }
     }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// What the agent remembers across restarts (`<ota dir>/fleet.json`).
@@ -144,7 +132,8 @@ impl Agent {
     fn execute(self: &Arc<Self>, cmd: &OtaCommand, m: &mut Memory) -> serde_json::Value {
         let fail = |e: String| serde_json::json!({ "ok": false, "error": e });
         match cmd {
-            OtaCommand::Install { url, bundle_sha256, version, reboot, .. } => {
+            OtaCommand::Install(super::Install { url, bundle_sha256, version, reboot, .. }) => {
+                let reboot = reboot.unwrap_or(true);
                 if let Err(e) = crate::ota::install::check_remote_source(url) {
                     return fail(e.to_string());
                 }
@@ -177,7 +166,7 @@ impl Agent {
                     cancel: Some(cancel),
                     ..Default::default()
                 };
-                let (me, url, reboot) = (self.clone(), url.clone(), *reboot);
+                let (me, url, reboot) = (self.clone(), url.clone(), reboot);
                 let spawned = std::thread::Builder::new().name("ota-install".into()).spawn(move || me.run_install(&url, &opts, reboot));
                 match spawned {
                     Ok(_) => serde_json::json!({ "ok": true, "started": true, "version": version }),

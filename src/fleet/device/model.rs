@@ -31,13 +31,7 @@ use crate::util::fs::write_atomic;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ModelCommand {
-    Install {
-        #[serde(default)]
-        id: Option<String>,
-        url: String,
-        bundle_sha256: String,
-        version: String,
-    },
+    Install(super::Install),
     Abort {
         #[serde(default)]
         id: Option<String>,
@@ -47,7 +41,7 @@ pub enum ModelCommand {
 impl ModelCommand {
     fn id(&self) -> Option<&str> {
         match self {
-            ModelCommand::Install { id, .. } | ModelCommand::Abort { id } => id.as_deref(),
+            ModelCommand::Install(super::Install { id, .. }) | ModelCommand::Abort { id } => id.as_deref(),
         }
     }
 }
@@ -287,7 +281,10 @@ impl ModelUpdater {
                     None => serde_json::json!({ "ok": true, "aborted": false, "note": "no model release is being tried" }),
                 }
             }
-            ModelCommand::Install { url, bundle_sha256, version, .. } => {
+            ModelCommand::Install(super::Install { url, bundle_sha256, version, reboot, .. }) => {
+                if reboot.is_some() {
+                    return fail("`reboot` is for …/cmd/ota: a model release is tried in shadow without a reboot; remove the field".into());
+                }
                 let Some(ota) = self.ota.clone() else {
                     return fail("model updates need the [ota] section (its keyring decides which bundles are trusted): configure it".into());
                 };
