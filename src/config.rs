@@ -1,6 +1,6 @@
 //! perch's configuration: one TOML file (default `/etc/perch/perch.toml`).
 //!
-//! Each stage owns its section (`capture::CameraConfig`, `detect::DetectorConfig`), which validates itself
+//! Each stage owns its section (`detect::DetectorConfig`, `ota::OtaConfig`), which validates itself
 //! and resolves its own paths ([`Section`], in the leaf module `util::config`); this module only composes
 //! them, parses with unknown keys rejected, and runs one validation pass that reports every problem with
 //! the exact key (`cameras[1].detect_fps`) and what to do about it. Defaults live in the `Default` impls of
@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::capture::CameraConfig;
+pub mod camera;
+
+pub use camera::CameraConfig;
+
 use crate::detect::DetectorConfig;
 use crate::events::config::{MqttConfig, OutboxConfig};
 use crate::health::HttpConfig;

@@ -189,7 +189,7 @@ impl Service {
             });
             let camera = Camera {
                 index,
-                config: cam.clone(),
+                config: cam.capture(),
                 fit: cam.detect_size.map(|[w, h]| (w, h)).unwrap_or(self.model_input),
                 hub: self.hub.clone(),
                 status: self.statuses[index].clone(),
@@ -234,7 +234,8 @@ impl Service {
             live: self.live.clone(),
             store_stats: self.store_stats.clone(),
         };
-        let events = EventStage::new(&self.config.device_id, &self.config.cameras, self.recording.clone(), sinks);
+        let trackers: Vec<_> = self.config.cameras.iter().map(|c| (c.id.clone(), c.track.clone())).collect();
+        let events = EventStage::new(&self.config.device_id, &trackers, self.recording.clone(), sinks);
         let done = (!recorder).then(|| self.inputs_done.clone());
         self.tasks.spawn("events", events.run(detections, print, done));
     }

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::config::CameraConfig;
 use super::encoded::EncodedSink;
 use super::frame::FrameHub;
 use super::pipeline::{CaptureError, CapturePipeline, Pacing, PipelineSpec, Pull};
+use super::settings::CaptureSettings;
 use super::source::Source;
 use super::status::{CameraState, CameraStatus};
 use crate::util::Backoff;
@@ -35,7 +35,7 @@ enum SessionEnd {
 /// Everything a camera's capture thread needs.
 pub struct Camera {
     pub index: usize,
-    pub config: CameraConfig,
+    pub config: CaptureSettings,
     /// The box frames are scaled to fit (the camera's detect size or the model input).
     pub fit: (u32, u32),
     pub hub: Arc<FrameHub>,
@@ -65,10 +65,10 @@ impl Camera {
             pacing: Pacing::RealTime,
             rtsp_transport: self.config.rtsp_transport,
             rtsp_latency_ms: self.config.rtsp_latency_ms,
-            connect_timeout: Duration::from_secs_f64(self.config.stall_timeout_s),
+            connect_timeout: self.config.connect_timeout,
             record: self.record.clone(),
         };
-        let mut backoff = Backoff::new(Duration::from_secs_f64(self.config.reconnect_initial_s), Duration::from_secs_f64(self.config.reconnect_max_s), 0.2);
+        let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max, 0.2);
         let mut seq = 0u64;
         let mut first = true;
         tracing::info!(camera = %id, source = %self.status.source, "camera starting");
@@ -121,7 +121,7 @@ impl Camera {
             Ok(p) => p,
             Err(e) => return (SessionEnd::Failed(e), 0),
         };
-        let stall = self.config.stall_timeout();
+        let stall = self.config.stall_timeout;
         let mut last_frame = Instant::now();
         let mut delivered = 0u64;
         let mut sink_drops_seen = 0u64;

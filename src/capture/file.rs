@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::config::RtspTransport;
+use super::settings::RtspTransport;
 use super::{CapturePipeline, Frame, Pacing, PipelineSpec, Pull, Source};
 
 /// How long a file may go without producing a frame before perch gives up on it.

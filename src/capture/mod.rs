@@ -7,18 +7,18 @@
 //! - [`frame`]: the frame contract and the drop-to-latest hand-off to the detector.
 
 pub mod camera;
-pub mod config;
 pub mod encoded;
 pub mod file;
 pub mod frame;
 pub mod pipeline;
+pub mod settings;
 pub mod source;
 pub mod status;
 
 pub use camera::Camera;
-pub use config::CameraConfig;
 pub use file::for_each_frame;
 pub use frame::{Frame, FrameHub, FrameInfo, FrameView};
 pub use pipeline::{CaptureError, CapturePipeline, Pacing, PipelineSpec, Pull};
+pub use settings::{CaptureSettings, RtspTransport};
 pub use source::Source;
 pub use status::{CameraSnapshot, CameraState, CameraStatus};

@@ -24,11 +24,11 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use super::config::RtspTransport;
 #[cfg(doc)]
 use super::encoded::EncodedWriter;
 use super::encoded::{self, EncodedSink, SharedWriter as Writer};
 use super::frame::{Frame, FrameInfo};
+use super::settings::RtspTransport;
 use super::source::Source;
 use crate::util::secret::{mask_in_text, secrets_of};
 

@@ -12,13 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::schema::{EventMessage, event_id, rfc3339};
 use super::{Outbox, StoreStats};
-use crate::capture::CameraConfig;
 use crate::detect::Detection;
 use crate::detect::worker::FrameDetections;
 use crate::record::clip::Snapshot;
 use crate::record::store::ClipJob;
 use crate::record::{CameraRecordConfig, RecordStats, RecorderMsg};
-use crate::track::{EventKind, Tracker};
+use crate::track::{EventKind, Tracker, TrackerConfig};
 
 /// Best-frame buffers kept at once (one per live object of a recorded camera; ~0.3 MB each at 416×234).
 const MAX_SNAPSHOTS: usize = 64;
@@ -79,12 +78,13 @@ pub struct EventSinks {
 }
 
 impl EventStage {
-    /// One tracker per camera; `recording` is each camera's recording settings when it is recorded.
-    pub fn new(device_id: &str, cameras: &[CameraConfig], recording: Vec<Option<CameraRecordConfig>>, sinks: EventSinks) -> Self {
+    /// One tracker per camera (its id and `[camera.track]`); `recording` is each camera's recording
+    /// settings when it is recorded.
+    pub fn new(device_id: &str, cameras: &[(String, TrackerConfig)], recording: Vec<Option<CameraRecordConfig>>, sinks: EventSinks) -> Self {
         Self {
             device_id: device_id.to_string(),
-            cameras: cameras.iter().map(|c| (c.id.clone(), c.track.zones.iter().map(|z| z.name.clone()).collect())).collect(),
-            trackers: cameras.iter().enumerate().map(|(i, c)| Tracker::new(i, c.track.clone())).collect(),
+            cameras: cameras.iter().map(|(id, track)| (id.clone(), track.zones.iter().map(|z| z.name.clone()).collect())).collect(),
+            trackers: cameras.iter().enumerate().map(|(i, (_, track))| Tracker::new(i, track.clone())).collect(),
             outbox: sinks.outbox,
             wake: sinks.wake,
             run_id: fastrand::u32(..),

@@ -1,25 +1,16 @@
-//! Per-camera configuration (`[[camera]]` tables).
+//! Per-camera configuration (`[[camera]]` tables): capture's settings and the camera's sections of the
+//! stages its frames go through (`[camera.track]`, `[camera.record]`, `[camera.cadence]`). It composes
+//! those stages' sections, so it sits in the config layer; each stage gets only its part
+//! ([`CameraConfig::capture`], `track`, `record`, `cadence`).
 
 use std::path::Path;
 
 use serde::Deserialize;
 
-use super::source::Source;
+use crate::capture::{CaptureSettings, RtspTransport, Source};
 use crate::record::CameraRecordConfig;
 use crate::track::TrackerConfig;
 use crate::util::config::{Problem, Section, is_identifier};
-
-/// How RTSP media is carried. TCP (interleaved) is the default: it survives NAT, firewalls and lossy Wi-Fi
-/// bridges that drop UDP, at a small latency cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum RtspTransport {
-    #[default]
-    Tcp,
-    Udp,
-    /// Let rtspsrc try UDP, then fall back to TCP.
-    Auto,
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -85,6 +76,22 @@ impl CameraConfig {
     /// Whether this camera's stream is recorded: enabled, and a source that carries an encoded stream.
     pub fn records(&self) -> bool {
         self.enabled && self.record.enabled && matches!(Source::parse(&self.source), Ok(Source::Rtsp(_) | Source::File(_)))
+    }
+
+    /// What the camera's capture thread needs.
+    pub fn capture(&self) -> CaptureSettings {
+        CaptureSettings {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            detect_fps: self.detect_fps,
+            rtsp_transport: self.rtsp_transport,
+            rtsp_latency_ms: self.rtsp_latency_ms,
+            connect_timeout: std::time::Duration::from_secs_f64(self.stall_timeout_s),
+            stall_timeout: self.stall_timeout(),
+            reconnect_initial: std::time::Duration::from_secs_f64(self.reconnect_initial_s),
+            reconnect_max: std::time::Duration::from_secs_f64(self.reconnect_max_s),
+            loop_file: self.loop_file,
+        }
     }
 
     /// The time between two frames handed to the detector.
