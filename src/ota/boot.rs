@@ -48,7 +48,7 @@ pub fn open(cfg: &OtaConfig, state_dir: &Path) -> Box<dyn Bootloader> {
 
 fn run(cmd: &mut Command, what: &str) -> Result<String, OtaError> {
     let shown = format!("{cmd:?}");
-    let out = cmd.output().map_err(|e| OtaError::Boot(format!("cannot run {shown} ({what}): {e}: is the tool installed and on PATH?")))?;
+    let out = cmd.output().map_err(|e| OtaError::boot_io(format!("cannot run {shown} ({what}; is the tool installed and on PATH?)"), e))?;
     if !out.status.success() {
         return Err(OtaError::Boot(format!(
             "{shown} ({what}) failed ({}): {}",
@@ -68,9 +68,9 @@ fn run_with_input(cmd: &mut Command, input: &[u8], what: &str) -> Result<(), Ota
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| OtaError::Boot(format!("cannot run {shown} ({what}): {e}: is the tool installed and on PATH?")))?;
+        .map_err(|e| OtaError::boot_io(format!("cannot run {shown} ({what}; is the tool installed and on PATH?)"), e))?;
     let _ = child.stdin.take().expect("piped").write_all(input);
-    let out = child.wait_with_output().map_err(|e| OtaError::Boot(format!("{shown} ({what}): {e}")))?;
+    let out = child.wait_with_output().map_err(|e| OtaError::boot_io(format!("{shown} ({what})"), e))?;
     if !out.status.success() {
         return Err(OtaError::Boot(format!("{shown} ({what}) failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim())));
     }
@@ -182,7 +182,7 @@ impl Bootloader for EnvBackend {
     }
 
     fn booted(&self) -> Result<Slot, OtaError> {
-        let text = std::fs::read_to_string(&self.cmdline).map_err(|e| OtaError::Boot(format!("cannot read {}: {e}", self.cmdline.display())))?;
+        let text = std::fs::read_to_string(&self.cmdline).map_err(|e| OtaError::boot_io(format!("cannot read {}", self.cmdline.display()), e))?;
         slot_from_cmdline(&text).ok_or_else(|| {
             OtaError::Boot(format!("{} names no slot: the boot script must pass perch.slot=A or perch.slot=B to the kernel", self.cmdline.display()))
         })
@@ -195,7 +195,7 @@ impl Bootloader for EnvBackend {
 fn sync_env_file(env: &Path) -> Result<(), OtaError> {
     let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
     let dir = env.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    sync(env).and_then(|()| sync(dir)).map_err(|e| OtaError::Boot(format!("syncing {}: {e}: check the boot partition is mounted read-write", env.display())))
+    sync(env).and_then(|()| sync(dir)).map_err(|e| OtaError::boot_io(format!("syncing {} (check the boot partition is mounted read-write)", env.display()), e))
 }
 
 /// Jetson: `nvbootctrl -t rootfs` (L4T). The firmware keeps the retry counter; perch switches the active
@@ -227,7 +227,7 @@ impl Tegra {
                 OtaError::Boot(format!("{} is unreadable ({e}): restore it, or delete it only on a box with no update pending", self.record.display()))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(OtaError::Boot(format!("cannot read {}: {e}", self.record.display()))),
+            Err(e) => Err(OtaError::boot_io(format!("cannot read {}", self.record.display()), e)),
         }
     }
 
@@ -357,7 +357,7 @@ impl FileBackend {
             Ok(b) => serde_json::from_slice(&b)
                 .map_err(|e| OtaError::Boot(format!("boot flags {} are unreadable ({e}): restore or delete them", self.path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileFlags { flags: BootFlags::factory(Slot::A), booted: Slot::A }),
-            Err(e) => Err(OtaError::Boot(format!("cannot read {}: {e}", self.path.display()))),
+            Err(e) => Err(OtaError::boot_io(format!("cannot read {}", self.path.display()), e)),
         }
     }
 

@@ -204,7 +204,7 @@ impl RawHeader {
 fn read_exact<R: Read + ?Sized>(r: &mut R, buf: &mut [u8], what: &str) -> Result<(), OtaError> {
     r.read_exact(buf).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => OtaError::Bundle(format!("the bundle is truncated in {what}: download it again")),
-        _ => OtaError::Io(format!("cannot read the bundle ({what}): {e}")),
+        _ => OtaError::io(format!("cannot read the bundle ({what})"), e),
     })
 }
 

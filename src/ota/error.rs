@@ -20,6 +20,20 @@ pub enum OtaError {
         #[source]
         source: std::io::Error,
     },
+    /// The bootloader's tool or file failed at the OS level.
+    #[error("bootloader: {what}: {source}")]
+    BootFile {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A download, or a file perch wrote, failed in a library (HTTP, JSON): `what` and that error.
+    #[error("{what}: {source}")]
+    Caused {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("OTA state: {0}")]
     State(String),
 }
@@ -28,6 +42,16 @@ impl OtaError {
     /// An I/O failure with what it was doing; the OS error is kept as the cause.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Self::File { what: what.into(), source }
+    }
+
+    /// The bootloader's tool or file failed at the OS level; the OS error is kept as the cause.
+    pub fn boot_io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::BootFile { what: what.into(), source }
+    }
+
+    /// A library's error (HTTP, JSON) with what it was doing; kept as the cause.
+    pub fn caused(what: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Caused { what: what.into(), source: Box::new(source) }
     }
 }
 

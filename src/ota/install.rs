@@ -77,7 +77,7 @@ pub fn open_source(source: &str, ca_file: Option<&Path>, stall: std::time::Durat
         }
         let config = config.build();
         let resp = ureq::Agent::new_with_config(config).get(source).call().map_err(|e| {
-            OtaError::Io(format!("cannot download {}: {e}: check the URL, the network, and ota.ca_file for a private CA", crate::util::mask_uri(source)))
+            OtaError::caused(format!("cannot download {} (check the URL, the network, and ota.ca_file for a private CA)", crate::util::mask_uri(source)), e)
         })?;
         return Ok(Box::new(resp.into_body().into_reader()));
     }

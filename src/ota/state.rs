@@ -193,7 +193,7 @@ impl OtaState {
     pub fn load(path: &Path) -> Result<Self, OtaError> {
         match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| OtaError::Io(format!("OTA state {} is unreadable ({e}): restore it or delete it to start from idle", path.display()))),
+                .map_err(|e| OtaError::caused(format!("OTA state {} is unreadable (restore it or delete it to start from idle)", path.display()), e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(OtaError::io(format!("cannot read OTA state {}", path.display()), e)),
         }
