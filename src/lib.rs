@@ -15,7 +15,8 @@
 //! config           the file: composes the sections, cross-section checks
 //!   ↓
 //! stages           capture, detect, track, events, record, health, ota, fleet: each owns its section
-//!   ↓              (and never imports app or the composed Config)
+//!   ↓              (and never imports app or config); between stages imports follow the data:
+//!   ↓              capture → detect → track → events, capture → record (capture imports only util)
 //! util             leaf helpers: Problem/Section, backoff, secrets, heartbeat
 //! ```
 
