@@ -2,9 +2,10 @@
 //! `appsrc → [h264timestamper] → splitmuxsink`.
 //!
 //! The capture pipeline taps the parsed stream (after depayloading: the same RTSP session as detection)
-//! and hands each encoded frame to [`SegmentWriter::push`], through capture's [`EncodedWriter`]. A separate pipeline keeps recording failures —
-//! a full or failing disk — away from detection: the writer reports the error, drops frames (counted) and
-//! starts a fresh pipeline at the next keyframe after [`RETRY`], while the camera keeps being analysed.
+//! and hands each encoded frame to the writer through capture's [`EncodedWriter`] (`push`). A separate
+//! pipeline keeps recording failures — a full or failing disk — away from detection: the writer reports
+//! the error, drops frames (counted) and starts a fresh pipeline at the next keyframe after [`RETRY`],
+//! while the camera keeps being analysed.
 //!
 //! Frames arrive stamped with their running time in the capture pipeline, so `splitmuxsink`'s segment
 //! boundaries are in the same timeline, and the capture pipeline's base time (the realtime clock) turns
@@ -129,9 +130,11 @@ impl SegmentWriter {
             s.dropped_frames.fetch_add(1, Relaxed);
         }
     }
+}
 
+impl EncodedWriter for SegmentWriter {
     /// Takes one encoded frame from the capture pipeline (its streaming thread).
-    pub fn push(&mut self, sample: &gst::Sample) {
+    fn push(&mut self, sample: &gst::Sample) {
         if self.running.is_none() {
             if self.failed_at.is_some_and(|t| t.elapsed() < RETRY) {
                 return self.dropped();
@@ -195,7 +198,7 @@ impl SegmentWriter {
 
     /// Handles the writer's messages: finished segments go to the recorder, errors stop the writer until
     /// the retry. `base_ns` is the capture pipeline's base time. Called from the capture thread.
-    pub fn poll(&mut self, base_ns: u64) {
+    fn poll(&mut self, base_ns: u64) {
         let Some(r) = self.running.as_mut() else { return };
         let mut error = None;
         while let Some(msg) = r.bus.pop_filtered(&[gst::MessageType::Element, gst::MessageType::Error]) {
@@ -221,7 +224,7 @@ impl SegmentWriter {
     }
 
     /// Finishes the segment being written (end of stream, bounded wait) and stops.
-    pub fn finish(&mut self, base_ns: u64) {
+    fn finish(&mut self, base_ns: u64) {
         let Some(mut r) = self.running.take() else { return };
         let _ = r.src.end_of_stream();
         let deadline = Instant::now() + FINISH_TIMEOUT;
@@ -270,20 +273,6 @@ fn segment_message(r: &mut Running, sink: &SegmentSink, s: &gst::StructureRef, b
             }
         }
         _ => {}
-    }
-}
-
-impl EncodedWriter for SegmentWriter {
-    fn push(&mut self, sample: &gst::Sample) {
-        SegmentWriter::push(self, sample);
-    }
-
-    fn poll(&mut self, base_ns: u64) {
-        SegmentWriter::poll(self, base_ns);
-    }
-
-    fn finish(&mut self, base_ns: u64) {
-        SegmentWriter::finish(self, base_ns);
     }
 }
 

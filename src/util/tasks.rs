@@ -21,7 +21,8 @@ pub struct Tasks {
 pub enum Drained {
     /// Every task ended (a panicked one is logged and counts as ended).
     All,
-    /// The limit passed; these tasks were still running (they are aborted).
+    /// The limit passed; these tasks were still running (async ones end when the set is dropped; a blocking
+    /// one cannot be stopped from outside).
     TimedOut(Vec<String>),
 }
 
@@ -72,7 +73,6 @@ impl Tasks {
             tracing::info!("every stage stopped in {:.1} s (last: {})", started.elapsed().as_secs_f64(), last.join(", "));
             return Drained::All;
         }
-        self.set.abort_all();
         Drained::TimedOut(std::mem::take(&mut self.running).into_iter().map(|(_, n)| n).collect())
     }
 }
