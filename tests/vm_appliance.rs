@@ -36,8 +36,8 @@ const BOOT: Duration = Duration::from_secs(240);
 
 /// One of the VMs that may run at once (`PERCH_VM_LANES`, default 2), each with its share of the host's
 /// CPUs. A scenario spends much of its time waiting on the box (its gate window, systemd's restart delays,
-/// the watchdog's timeout, a boot's serial console), so two boxes of one emulated CPU each get through the
-/// scenarios in about half the time of one box with two, on a 2-core machine.
+/// the watchdog's timeout, a boot's serial console), so scenario 1's 20 reboots run beside the other four
+/// (`PERCH_VM_LANES=1` runs them one after another with every CPU in one box).
 struct Lane;
 
 static LANES: (std::sync::Mutex<usize>, std::sync::Condvar) = (std::sync::Mutex::new(0), std::sync::Condvar::new());

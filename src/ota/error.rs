@@ -13,13 +13,6 @@ pub enum OtaError {
     Boot(String),
     #[error("{0}")]
     Io(String),
-    /// A file, device or download failed: `what` names it (and what to do), `source` is the OS's error.
-    #[error("{what}: {source}")]
-    File {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
     /// The bootloader's tool or file failed at the OS level.
     #[error("bootloader: {what}: {source}")]
     BootFile {
@@ -27,7 +20,8 @@ pub enum OtaError {
         #[source]
         source: std::io::Error,
     },
-    /// A download, or a file perch wrote, failed in a library (HTTP, JSON): `what` and that error.
+    /// A file, device or download failed, or a file perch wrote does not parse: `what` names it (and what
+    /// to do), `source` is the OS's, HTTP client's or parser's error.
     #[error("{what}: {source}")]
     Caused {
         what: String,
@@ -41,7 +35,7 @@ pub enum OtaError {
 impl OtaError {
     /// An I/O failure with what it was doing; the OS error is kept as the cause.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        Self::File { what: what.into(), source }
+        Self::caused(what, source)
     }
 
     /// The bootloader's tool or file failed at the OS level; the OS error is kept as the cause.
