@@ -3,8 +3,9 @@
 # the service on the sample street video: frames at 5 fps → YOLOX-Nano → tracking → events through the
 # durable outbox to the broker. The events are printed as they arrive (mosquitto_sub). The video plays once
 # in real time (about 14 s), then perch stops by itself, ending every open event. The video is recorded
-# too: 2 s segments and one clip + snapshot per event under .local/demo-state/recordings (each event's
-# `clip` message says where).
+# too: 2 s segments under .local/demo-state/recordings — the only copy of the video — that each event
+# references by time range (each event's `clip` message names its clip, served on request by the evidence
+# API while perch runs: http://127.0.0.1:8080/api/clips/<event id>.mp4; see README "Recording").
 # Extra arguments go to `perch run` (e.g. --print-detections for one JSON line per frame).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

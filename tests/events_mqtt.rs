@@ -104,7 +104,7 @@ fn events_from_a_real_video_arrive_with_every_field() {
     let clips: Vec<Value> = messages(&out).into_iter().filter(|m| m["type"] == "clip").collect();
     for e in evs.iter().filter(|e| e["type"] == "end") {
         let id = e["event_id"].as_str().unwrap();
-        assert_eq!(e["clip"], format!("clips/{id}.mp4"), "{e}");
+        assert_eq!(e["clip"], format!("/api/clips/{id}.mp4"), "{e}");
         let c = clips.iter().find(|c| c["event_id"] == id).unwrap_or_else(|| panic!("no clip message for {id}"));
         assert!(c["status"] == "complete" || c["status"] == "partial", "{c}");
     }

@@ -26,7 +26,7 @@ use crate::fleet::device::agent::Agent;
 use crate::fleet::device::model::ModelUpdater;
 use crate::ota::Ota;
 use crate::record::recorder::OpenRecorder;
-use crate::record::{CameraRecordConfig, RecordControl, RecordStats, Recorder, RecorderMsg, SegmentSink};
+use crate::record::{CameraRecordConfig, Evidence, RecordControl, RecordStats, Recorder, RecorderMsg, SegmentSink};
 use crate::util::tasks::{Drained, Tasks};
 
 /// How the service reports what it detects (until events and MQTT take over).
@@ -80,6 +80,8 @@ struct Service {
     /// recorder ends when the last of them is gone.
     rec: Option<(mpsc::Sender<RecorderMsg>, mpsc::Receiver<RecorderMsg>)>,
     record_control: Arc<RecordControl>,
+    /// The evidence API's handle on the recorder, once it runs.
+    evidence: Option<Arc<Evidence>>,
     detector: watch::Receiver<DetectorState>,
     detect_stats: Arc<DetectStats>,
     outbox: Arc<Outbox>,
@@ -134,6 +136,7 @@ impl Service {
             recording,
             rec: Some((rec_tx, rec_rx)),
             record_control,
+            evidence: None,
             detector,
             detect_stats: Arc::new(DetectStats::default()),
             outbox,
@@ -161,7 +164,7 @@ impl Service {
                 config: c.record.clone(),
                 dir: c.record_dir(),
                 device_id: c.device_id.clone(),
-                cameras: c.cameras.iter().map(|c| c.id.clone()).collect(),
+                cameras: c.cameras.iter().zip(&self.recording).map(|(c, r)| (c.id.clone(), r.clone())).collect(),
                 outbox: self.outbox.clone(),
                 wake: self.wake.clone(),
                 stats: self.record_stats.clone(),
@@ -244,8 +247,9 @@ impl Service {
     /// cameras and the event stage, at shutdown); its clip messages are the outbox's last input.
     fn start_recorder(&mut self, recorder: Option<OpenRecorder>) {
         let Some((tx, rx)) = self.rec.take() else { return };
-        drop(tx);
         let Some(recorder) = recorder else { return };
+        self.evidence = recorder.cache().map(|cache| Arc::new(Evidence::new(&tx, cache)));
+        drop(tx);
         let (handle, done) = (tokio::runtime::Handle::current(), self.inputs_done.clone());
         self.tasks.spawn_blocking("recorder", move || {
             recorder.run(rx, handle);
@@ -341,6 +345,7 @@ impl Service {
             store: self.store_stats.clone(),
             mqtt: self.config.mqtt.is_some().then(|| self.publisher_stats.clone()),
             record: self.record_stats.clone(),
+            evidence: self.evidence.clone(),
             ota: self.ota.clone().map(crate::ota::health::status_fn),
             model_state: Some(Arc::new(move || models.state())),
             live: self.live.clone(),

@@ -92,7 +92,7 @@ pub fn table(s: &Value) -> String {
     };
     let _ = writeln!(o, "outbox     {} events, {} bytes, {} evicted; {mqtt}", ob["depth"], ob["bytes"], ob["evicted"]);
     let rec = &s["recording"];
-    let _ = writeln!(o, "recording  {} segments, {} clips, {} bytes in store", rec["segments"], rec["clips"], rec["bytes"]);
+    let _ = writeln!(o, "recording  {} segments, {} events, {} bytes in store", rec["segments"], rec["events"], rec["bytes"]);
     if let Some(d) = s["disk"].as_object() {
         let gb = |v: &Value| v.as_f64().unwrap_or(0.0) / 1e9;
         let _ = writeln!(o, "disk       {:.1} GB free of {:.1} GB ({})", gb(&d["free_bytes"]), gb(&d["total_bytes"]), str_of(&d["path"]));
@@ -120,7 +120,7 @@ mod tests {
             "cameras": [{"id": "door", "state": "offline", "fps": 0.0, "detect_fps": 0.0, "frames": 10,
                          "dropped": {"detector_busy": 1, "sink": 0, "record": 0}, "reconnects": 2, "events": {"new": 3}, "last_error": "gone"}],
             "detector": {"state": {"state": "ready"}, "provider": "cpu", "frames": 10, "errors": 0, "last_inference_ms": 12.0, "mean_inference_ms": 11.0},
-            "outbox": {"depth": 0, "bytes": 0, "evicted": 0}, "mqtt": null, "recording": {"segments": 0, "clips": 0, "bytes": 0}, "ota": null
+            "outbox": {"depth": 0, "bytes": 0, "evicted": 0}, "mqtt": null, "recording": {"segments": 0, "events": 0, "bytes": 0}, "ota": null
         });
         let t = table(&s);
         assert!(t.contains("NOT READY") && t.contains("camera door delivers no frames"), "{t}");

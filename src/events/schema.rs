@@ -38,6 +38,9 @@ pub struct EventMessage<'a> {
     pub end: Option<String>,
     pub last_seen: String,
     pub zones: Vec<&'a str>,
+    /// Since when the object has stood still, once it is stationary (a parked car): heartbeats stop, and
+    /// its video ends there (plus post-roll).
+    pub stationary_since: Option<String>,
     /// The recording of the event and its best frame; filled by the recording stage, `null` until then.
     pub clip: Option<String>,
     pub snapshot: Option<String>,
@@ -74,6 +77,7 @@ impl<'a> EventMessage<'a> {
             end: (e.kind == EventKind::End).then(|| rfc3339(e.last_seen)),
             last_seen: rfc3339(e.last_seen),
             zones: e.zones.iter().filter_map(|&i| zone_names.get(i).map(String::as_str)).collect(),
+            stationary_since: e.stationary_since.map(rfc3339),
             clip: None,
             snapshot: None,
             ts: rfc3339(SystemTime::now()),

@@ -15,7 +15,7 @@ use super::{Outbox, StoreStats};
 use crate::detect::Detection;
 use crate::detect::worker::FrameDetections;
 use crate::record::clip::Snapshot;
-use crate::record::store::ClipJob;
+use crate::record::store::EventRef;
 use crate::record::{CameraRecordConfig, RecordStats, RecorderMsg};
 use crate::track::{EventKind, Tracker, TrackerConfig};
 
@@ -145,9 +145,9 @@ impl EventStage {
             let (camera, zones) = &cameras[e.camera];
             let mut msg = EventMessage::new(seq, id, device, camera, zones, e);
             if e.kind == EventKind::End && recording[e.camera].is_some() {
-                // The clip is made once its post-roll is recorded; a `clip` message says when it is ready.
-                msg.clip = Some(format!("clips/{id}.mp4"));
-                msg.snapshot = Some(format!("clips/{id}.jpg"));
+                // Served by the evidence API once its post-roll is recorded; a `clip` message says when.
+                msg.clip = Some(format!("/api/clips/{id}.mp4"));
+                msg.snapshot = Some(format!("/api/snapshots/{id}.jpg"));
             }
             serde_json::to_vec(&msg).unwrap_or_default()
         });
@@ -180,32 +180,38 @@ impl EventStage {
         self.store_stats.held.store(self.unstored.len() as u64, Relaxed);
     }
 
-    /// `new`: the recorder keeps the camera's segments from the pre-roll on; `end`: it makes the clip.
+    /// `new`: the recorder keeps the camera's video from the pre-roll on; `end`: up to the post-roll.
     fn request_clip(&mut self, id: String, e: &crate::track::TrackEvent) {
         let (Some(tx), Some(rec)) = (&self.recorder, &self.recording[e.camera]) else { return };
-        let at = |t: std::time::SystemTime, shift: f64, back: bool| {
-            let t = crate::record::store::ms(t);
-            let d = (shift * 1000.0) as u64;
-            if back { t.saturating_sub(d) } else { t + d }
-        };
-        let msg = match e.kind {
-            EventKind::New => RecorderMsg::Hold { id, camera: e.camera, from_ms: at(e.start, rec.pre_roll_s, true), auto_clip_ms: None, kind: "event" },
-            EventKind::End => {
-                let job = ClipJob {
-                    id,
-                    camera: self.cameras[e.camera].0.clone(),
-                    from_ms: at(e.start, rec.pre_roll_s, true),
-                    to_ms: at(e.last_seen, rec.post_roll_s, false),
-                    kind: "event".into(),
-                    label: Some(e.label.to_string()),
-                };
-                RecorderMsg::Clip { job, snapshot: self.snapshots.remove(&(e.camera, e.track_id)).map(Box::new) }
-            }
+        let ms = crate::record::store::ms;
+        let roll = |s: f64| (s * 1000.0) as u64;
+        let ended = match e.kind {
+            EventKind::New => false,
+            EventKind::End => true,
+            // The one update saying the object became stationary: from now on it holds no more video.
+            EventKind::Update if e.stationary_since.is_some() => false,
             EventKind::Update => return,
         };
-        if tx.try_send(msg).is_err() {
+        let still_to_ms = e.stationary_since.map(|t| ms(t) + roll(rec.post_roll_s));
+        let ev = EventRef {
+            id,
+            camera: self.cameras[e.camera].0.clone(),
+            kind: "event".into(),
+            label: Some(e.label.to_string()),
+            start_ms: ms(e.start),
+            end_ms: ended.then(|| ms(e.last_seen)),
+            from_ms: ms(e.start).saturating_sub(roll(rec.pre_roll_s)),
+            to_ms: ended.then(|| still_to_ms.unwrap_or(ms(e.last_seen) + roll(rec.post_roll_s))),
+            still_to_ms,
+            auto_end_ms: None,
+            seq: None,
+            snapshot_bytes: None,
+            interrupted: false,
+        };
+        let snapshot = if ended { self.snapshots.remove(&(e.camera, e.track_id)).map(Box::new) } else { None };
+        if tx.try_send(RecorderMsg::Event { ev, snapshot }).is_err() {
             self.record_stats.dropped_messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(camera = %self.cameras[e.camera].0, "the recorder is not keeping up: a clip request was dropped");
+            tracing::error!(camera = %self.cameras[e.camera].0, "the recorder is not keeping up: an event's video reference was dropped");
         }
     }
 

@@ -143,8 +143,12 @@ pub fn render(h: &Handles) -> String {
     family(&mut o, "perch_recording_store_bytes", "gauge", "Bytes the recording store holds.");
     let _ = writeln!(o, "perch_recording_store_bytes {}", r.store_bytes.load(Relaxed));
     let reasons = ["window", "age", "quota", "low_disk"];
-    family(&mut o, "perch_recording_evicted_total", "counter", "Segments and clips deleted by retention, by reason.");
-    for (what, counters) in [("segment", &r.evicted_segments), ("clip", &r.evicted_clips)] {
+    family(&mut o, "perch_recording_segment_bytes", "gauge", "Bytes of video segments stored (the only copy of the video).");
+    let _ = writeln!(o, "perch_recording_segment_bytes {}", r.segment_bytes.load(Relaxed));
+    family(&mut o, "perch_recording_clip_cache_bytes", "gauge", "Bytes of clips made on request and cached.");
+    let _ = writeln!(o, "perch_recording_clip_cache_bytes {}", r.cache_bytes.load(Relaxed));
+    family(&mut o, "perch_recording_evicted_total", "counter", "Segments and event references deleted by retention, by reason.");
+    for (what, counters) in [("segment", &r.evicted_segments), ("event", &r.evicted_events)] {
         for (reason, v) in reasons.iter().zip(counters.iter()) {
             let _ = writeln!(o, "perch_recording_evicted_total{{kind=\"{what}\",reason=\"{reason}\"}} {}", v.load(Relaxed));
         }

@@ -7,6 +7,8 @@
 //! added here is [`Live`]: each camera's latest picture with its detections (updated at most once a second,
 //! into a reused buffer) and the most recent events, both fed by the output stage.
 
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod page;
@@ -228,6 +230,8 @@ pub struct Handles {
     /// Set when a broker is configured.
     pub mqtt: Option<Arc<PublisherStats>>,
     pub record: Arc<RecordStats>,
+    /// The evidence API's handle on the recorder, when a camera records.
+    pub evidence: Option<Arc<crate::record::Evidence>>,
     /// The OTA status, when `[ota]` is configured.
     pub ota: Option<Arc<dyn Fn() -> Value + Send + Sync>>,
     /// The model release state (what serves, the last trial and its verdict).
@@ -394,6 +398,7 @@ mod tests {
             last_seen: now,
             zones: Vec::new(),
             best: crate::track::BestFrame { seq: 0, wall: now, score: 0.9, bbox: [0.0; 4] },
+            stationary_since: None,
         };
         for seq in 0..(RECENT_EVENTS as u64 + 5) {
             e.kind = if seq % 2 == 0 { EventKind::New } else { EventKind::End };

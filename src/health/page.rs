@@ -1,6 +1,7 @@
 //! The status page at `/`: one self-contained HTML document (no CDN, no build step) that polls
 //! `/page.json` every second and shows each camera's latest picture (`/frame/<camera>`, detections drawn),
-//! its rates, and the recent events.
+//! its rates, the recent events, and the newest review items of the recordings (`/api/review`), each
+//! playing its clip in the page (`/api/clips/<id>.mp4`).
 //!
 //! The page, its data and the pictures are answered to loopback clients only (see `server.rs`): camera
 //! pictures are private, and a browser cannot easily send the bearer token. From elsewhere, use an SSH
@@ -24,6 +25,9 @@ pub const HTML: &str = r##"<!doctype html>
   .meta { color: #aaa; font-size: 13px; }
   table { border-collapse: collapse; margin: 0 12px 12px; }
   td, th { padding: 2px 10px; text-align: left; border-bottom: 1px solid #333; }
+  #review { display: flex; flex-wrap: wrap; gap: 12px; padding: 0 12px 12px; }
+  #review figure { margin: 0; background: #1c1c1c; border-radius: 6px; padding: 8px; width: 420px; }
+  #review video { width: 100%; background: #000; display: block; }
 </style>
 </head>
 <body>
@@ -31,6 +35,8 @@ pub const HTML: &str = r##"<!doctype html>
 <main id="cameras"></main>
 <h3 style="margin: 0 12px">Recent events</h3>
 <table><thead><tr><th>time</th><th>camera</th><th>kind</th><th>label</th><th>score</th></tr></thead><tbody id="events"></tbody></table>
+<h3 style="margin: 0 12px 8px">Review <span id="review-note" class="meta"></span></h3>
+<section id="review"></section>
 <script>
 "use strict";
 function tile(cam) {
@@ -85,7 +91,42 @@ async function poll() {
   } catch (e) { document.getElementById("ready").textContent = "perch unreachable"; }
   setTimeout(poll, 1000);
 }
+// The newest ended review items, each playing its clip (made from the recorded segments on request).
+const REVIEW_SHOWN = 4;
+function reviewItem(item) {
+  const id = "review-item-" + item.id;
+  let f = document.getElementById(id);
+  if (!f) {
+    f = document.createElement("figure");
+    f.id = id;
+    const v = document.createElement("video");
+    v.controls = true;
+    v.muted = true;
+    v.preload = "auto";
+    v.src = item.clip.replace(/^\//, "");
+    const c = document.createElement("figcaption");
+    c.className = "meta";
+    c.textContent = item.start.slice(0, 19).replace("T", " ") + " · " + item.camera + " · " + item.labels.join(", ") + " · " + item.events.length + " event(s)";
+    f.append(v, c);
+  }
+  return f;
+}
+async function pollReview() {
+  try {
+    const res = await fetch("api/review?limit=50", { cache: "no-store" });
+    const note = document.getElementById("review-note");
+    if (res.ok) {
+      const items = (await res.json()).review.filter(r => r.to_ms !== null).slice(0, REVIEW_SHOWN);
+      document.getElementById("review").replaceChildren(...items.map(reviewItem));
+      note.textContent = items.length ? "" : "nothing recorded yet";
+    } else {
+      note.textContent = (await res.text()).trim();
+    }
+  } catch (e) {}
+  setTimeout(pollReview, 5000);
+}
 poll();
+pollReview();
 </script>
 </body>
 </html>

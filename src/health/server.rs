@@ -7,6 +7,7 @@
 //! | `GET /status` | bearer token | the detailed JSON status |
 //! | `GET /metrics` | none | Prometheus text |
 //! | `GET /`, `/page.json`, `/frame/{camera}` | loopback clients only | the status page, its data, each camera's latest picture |
+//! | `/api/…` | bearer token, or a loopback client | the evidence API (`api`): events, review items, clips, snapshots, exports |
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,14 +24,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::{IncomingStream, Listener};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::HttpConfig;
-use super::{Handles, metrics, page};
+use super::auth::{Peer, Token, loopback};
+use super::{Handles, api, metrics, page};
 
 /// How often the measured rates (fps) are updated.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -47,8 +48,7 @@ const TIMEOUTS: Timeouts = Timeouts { request: Duration::from_secs(10), reserve_
 
 struct Server {
     h: Handles,
-    /// SHA-256 of the bearer token; `None` when no token could be loaded (then `/status` refuses everyone).
-    token: Option<[u8; 32]>,
+    token: Token,
 }
 
 /// Starts the server (when `[http] enabled`) as one task of the service; it ends on `cancel`.
@@ -58,10 +58,10 @@ pub fn spawn(tasks: &mut Tasks, cfg: &HttpConfig, handles: Handles, cancel: Canc
     }
     let Ok(addr) = cfg.listen.parse::<SocketAddr>() else { return };
     let token = match super::config::load_token(cfg, &handles.state_dir, true) {
-        Ok(t) => Some(Sha256::digest(t.as_bytes()).into()),
+        Ok(t) => Token::new(Some(&t)),
         Err(e) => {
-            tracing::error!("http: {e}; /status refuses every request until this is fixed and perch restarted");
-            None
+            tracing::error!("http: {e}; /status and the evidence API refuse every request until this is fixed and perch restarted");
+            Token::new(None)
         }
     };
     let server = Arc::new(Server { h: handles, token });
@@ -119,6 +119,7 @@ fn router(server: Arc<Server>) -> Router {
         .route("/", get(page_html))
         .route("/page.json", get(page_data))
         .route("/frame/{camera}", get(frame))
+        .merge(api::router(server.h.evidence.clone(), server.token))
         .with_state(server)
 }
 
@@ -129,63 +130,14 @@ async fn ready(State(s): State<Arc<Server>>) -> Response {
 }
 
 async fn status(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {
-    // The scheme is case-insensitive (RFC 9110); the token is not.
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token));
-    match (&s.token, given) {
-        (Some(expected), Some(given)) if token_matches(expected, given.trim().as_bytes()) => axum::Json(s.h.status()).into_response(),
-        (None, _) => (StatusCode::UNAUTHORIZED, "the HTTP token could not be loaded: see perch's log and fix [http] token/token_file\n").into_response(),
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "missing or wrong bearer token (Authorization: Bearer <token from [http] token_file>)\n",
-        )
-            .into_response(),
+    match s.token.check(&headers) {
+        Ok(()) => axum::Json(s.h.status()).into_response(),
+        Err(refused) => refused.into_response(),
     }
-}
-
-/// Compares SHA-256 digests in constant time: neither the token's content nor its length leaks through
-/// response timing.
-fn token_matches(expected: &[u8; 32], given: &[u8]) -> bool {
-    let d = Sha256::digest(given);
-    expected.iter().zip(d.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 async fn metrics_text(State(s): State<Arc<Server>>) -> Response {
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render(&s.h)).into_response()
-}
-
-/// The status page and its data are for people on the box (camera pictures are private): loopback clients
-/// only, and only under a loopback name. A page from another site that a browser on the box (or at the far
-/// end of an `ssh -L` tunnel) opens under a rebound DNS name reaches 127.0.0.1 too, but says its own name in
-/// `Host:`, so it is refused.
-fn loopback(peer: &SocketAddr, headers: &HeaderMap) -> Option<Response> {
-    if !peer.ip().to_canonical().is_loopback() {
-        return Some(
-            (StatusCode::FORBIDDEN, "the status page is served to loopback clients only: use an SSH tunnel (ssh -L 8080:127.0.0.1:8080 <box>)\n")
-                .into_response(),
-        );
-    }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    (!loopback_host(host)).then(|| {
-        (StatusCode::MISDIRECTED_REQUEST, "the status page answers only as localhost, 127.0.0.1 or [::1]: open http://127.0.0.1:<port>/\n").into_response()
-    })
-}
-
-/// `localhost`, `127.0.0.1` or `[::1]`, with or without a port.
-fn loopback_host(host: &str) -> bool {
-    let name = match host.rsplit_once(':') {
-        Some((name, port))
-            if !name.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (name.starts_with('[') || !name.contains(':')) =>
-        {
-            name
-        }
-        _ => host,
-    };
-    ["localhost", "127.0.0.1", "[::1]"].iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 async fn page_html(ConnectInfo(Peer(peer)): ConnectInfo<Peer>, headers: HeaderMap) -> Response {
@@ -216,10 +168,6 @@ async fn frame(State(s): State<Arc<Server>>, ConnectInfo(Peer(peer)): ConnectInf
         _ => (StatusCode::NOT_FOUND, "no frame from this camera yet\n").into_response(),
     }
 }
-
-/// The client's address, for the loopback-only routes.
-#[derive(Clone, Copy, Debug)]
-struct Peer(SocketAddr);
 
 impl Connected<IncomingStream<'_, Limited>> for Peer {
     fn connect_info(stream: IncomingStream<'_, Limited>) -> Self {
@@ -355,48 +303,6 @@ impl AsyncWrite for Guarded {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_compare_accepts_only_the_exact_token() {
-        let expected: [u8; 32] = Sha256::digest(b"correct-horse-battery").into();
-        assert!(token_matches(&expected, b"correct-horse-battery"));
-        assert!(!token_matches(&expected, b"correct-horse-batter"));
-        assert!(!token_matches(&expected, b"correct-horse-battery!"));
-        assert!(!token_matches(&expected, b""));
-    }
-
-    #[test]
-    fn the_page_is_for_loopback_clients_only() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
-        for ok in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
-            assert!(loopback(&ok.parse().unwrap(), &headers).is_none(), "{ok} refused");
-        }
-        for remote in ["10.1.2.3:5000", "192.168.0.9:80", "[2001:db8::1]:443"] {
-            assert_eq!(loopback(&remote.parse().unwrap(), &headers).map(|r| r.status()), Some(StatusCode::FORBIDDEN), "{remote} served");
-        }
-    }
-
-    #[test]
-    fn the_page_answers_only_under_a_loopback_name() {
-        for ok in ["localhost", "localhost:8080", "LOCALHOST:1", "127.0.0.1", "127.0.0.1:8080", "[::1]", "[::1]:8080"] {
-            assert!(loopback_host(ok), "{ok} refused");
-        }
-        for bad in [
-            "",
-            "evil.example",
-            "evil.example:8080",
-            "localhost.evil.example",
-            "127.0.0.1.nip.io:8080",
-            "127.0.0.2",
-            "::1",
-            "[::1]x",
-            "localhost:",
-            "localhost:80a",
-        ] {
-            assert!(!loopback_host(bad), "{bad} accepted");
-        }
-    }
 
     #[tokio::test]
     async fn connections_are_capped_and_slow_ones_closed() {

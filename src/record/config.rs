@@ -15,19 +15,34 @@ pub struct RecordConfig {
     /// Length of a rolling segment. Cuts happen on keyframes, so a segment is at most this long when the
     /// camera's keyframe interval divides it, and one keyframe interval longer otherwise.
     pub segment_s: f64,
-    /// Segments no clip needs are deleted once they are older than this.
+    /// The rolling buffer every recorded camera keeps, so that an event can start with its pre-roll.
+    /// Older segments stay only while a retained event (or `continuous_days`) needs them.
     pub window_s: f64,
-    /// Clips older than this many days are deleted.
-    pub clip_max_age_days: f64,
-    /// Segments and clips together never take more than this; beyond, the oldest go first.
+    /// Default of `[camera.record] event_days`. (`clip_max_age_days`, its name before clips were made on
+    /// request, is still read.)
+    #[serde(alias = "clip_max_age_days")]
+    pub event_days: f64,
+    /// Everything recorded (segments, snapshots, the clip cache) never takes more than this; beyond, the
+    /// oldest go first, across cameras.
     pub max_bytes: u64,
+    /// The largest share of `max_bytes` one event may hold: a longer event keeps the first and last half of
+    /// its share (its start and its end), and the middle follows the camera's ordinary retention.
+    pub max_event_share: f64,
+    /// Clips and exports are made on request by copying segments; the files made are kept in a cache of at
+    /// most this many bytes (oldest-used evicted first), so that a player's range requests and repeated
+    /// downloads do not make them again.
+    pub clip_cache_bytes: u64,
     /// Low watermarks of the recording file system: below either, the oldest recordings are deleted before
     /// the disk can fill (other writers on the same disk included).
     pub min_free_bytes: u64,
     pub min_free_percent: f64,
     /// A manual recording (`cmd/record` start) that is never stopped ends by itself after this long.
     pub manual_max_s: f64,
-    /// How long a clip waits for its post-roll to be recorded before it is made from what exists.
+    /// Consecutive or overlapping events of a camera form one review item of at most about this long: on a
+    /// street busy all day, a new item begins once the current one is this long.
+    pub review_max_s: f64,
+    /// How long an ended event waits for its post-roll to be recorded before its `clip` message says what
+    /// exists.
     pub clip_wait_s: f64,
 }
 
@@ -37,12 +52,15 @@ impl Default for RecordConfig {
             dir: None,
             segment_s: 2.0,
             window_s: 120.0,
-            clip_max_age_days: 7.0,
+            event_days: 7.0,
             max_bytes: 4 << 30,
+            max_event_share: 0.25,
+            clip_cache_bytes: 128 << 20,
             min_free_bytes: 256 << 20,
             min_free_percent: 5.0,
             manual_max_s: 600.0,
             clip_wait_s: 30.0,
+            review_max_s: 300.0,
         }
     }
 }
@@ -65,8 +83,18 @@ impl Section for RecordConfig {
                 format!("{} is out of range: use 10..=86400 seconds and at least two segments; it must cover the longest pre-roll", self.window_s),
             ));
         }
-        if !(self.clip_max_age_days > 0.0 && self.clip_max_age_days <= 3650.0) {
-            p.push(Problem::new(format!("{key}.clip_max_age_days"), format!("{} is out of range: use a number of days above 0", self.clip_max_age_days)));
+        p.extend(days(&format!("{key}.event_days"), self.event_days));
+        if !(self.max_event_share > 0.0 && self.max_event_share <= 1.0) {
+            p.push(Problem::new(
+                format!("{key}.max_event_share"),
+                format!("{} is out of range: use a fraction above 0 and at most 1 (0.25 is a good start)", self.max_event_share),
+            ));
+        }
+        if self.max_bytes >= 1 << 20 && (self.clip_cache_bytes < 1 << 20 || self.clip_cache_bytes > self.max_bytes / 2) {
+            p.push(Problem::new(
+                format!("{key}.clip_cache_bytes"),
+                format!("{} is out of range: use at least 1 MiB (1048576) and at most half of max_bytes", self.clip_cache_bytes),
+            ));
         }
         if self.max_bytes < 1 << 20 {
             p.push(Problem::new(
@@ -85,6 +113,9 @@ impl Section for RecordConfig {
         if !(self.manual_max_s >= 1.0 && self.manual_max_s <= 86_400.0) {
             p.push(Problem::new(format!("{key}.manual_max_s"), format!("{} is out of range: use 1..=86400 seconds", self.manual_max_s)));
         }
+        if !(self.review_max_s >= 5.0 && self.review_max_s <= 86_400.0) {
+            p.push(Problem::new(format!("{key}.review_max_s"), format!("{} is out of range: use 5..=86400 seconds", self.review_max_s)));
+        }
         if !(self.clip_wait_s >= 0.0 && self.clip_wait_s <= 3600.0) {
             p.push(Problem::new(format!("{key}.clip_wait_s"), format!("{} is out of range: use 0..=3600 seconds", self.clip_wait_s)));
         }
@@ -97,17 +128,27 @@ impl Section for RecordConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CameraRecordConfig {
     /// Keep rolling segments of this camera's encoded stream (H.264/H.265 from RTSP or files; copied, never
-    /// re-encoded) and make a clip for each event.
+    /// re-encoded); each event keeps the part of them it covers.
     pub enabled: bool,
     /// Seconds kept before an event starts, and after it ends.
     pub pre_roll_s: f64,
     pub post_roll_s: f64,
+    /// Keep every segment of this camera this many days (0: only what events and the rolling window need).
+    pub continuous_days: f64,
+    /// Keep the video of this camera's events this many days after they end (default: `[record]
+    /// event_days`).
+    pub event_days: Option<f64>,
 }
 
 impl Default for CameraRecordConfig {
     fn default() -> Self {
-        Self { enabled: true, pre_roll_s: 5.0, post_roll_s: 10.0 }
+        Self { enabled: true, pre_roll_s: 5.0, post_roll_s: 10.0, continuous_days: 0.0, event_days: None }
     }
+}
+
+/// A number of days within 0 (exclusive) and ten years.
+fn days(key: &str, v: f64) -> Option<Problem> {
+    (!(v > 0.0 && v <= 3650.0)).then(|| Problem::new(key, format!("{v} is out of range: use a number of days above 0 (at most 3650)")))
 }
 
 impl CameraRecordConfig {
@@ -124,7 +165,21 @@ impl CameraRecordConfig {
         if !(0.0..=300.0).contains(&self.post_roll_s) {
             p.push(Problem::new(format!("{key}.post_roll_s"), format!("{} is out of range: use 0..=300 seconds", self.post_roll_s)));
         }
+        if !(0.0..=3650.0).contains(&self.continuous_days) {
+            p.push(Problem::new(
+                format!("{key}.continuous_days"),
+                format!("{} is out of range: use 0..=3650 days (0 keeps only events)", self.continuous_days),
+            ));
+        }
+        if let Some(d) = self.event_days {
+            p.extend(days(&format!("{key}.event_days"), d));
+        }
         p
+    }
+
+    /// How long this camera's events keep their video after they end.
+    pub fn event_days(&self, store: &RecordConfig) -> f64 {
+        self.event_days.unwrap_or(store.event_days)
     }
 }
 
@@ -137,6 +192,22 @@ mod tests {
         let store = RecordConfig::default();
         assert!(store.validate("record").is_empty());
         assert!(CameraRecordConfig::default().validate("camera[0].record", &store).is_empty());
+    }
+
+    #[test]
+    fn event_and_continuous_retention_per_camera() {
+        // The key's old name is still read, so a box's config survives the upgrade.
+        let store: RecordConfig = toml::from_str("clip_max_age_days = 3").unwrap();
+        assert_eq!(store.event_days, 3.0);
+        let cam: CameraRecordConfig = toml::from_str("continuous_days = 2\nevent_days = 30").unwrap();
+        assert!(cam.validate("camera[0].record", &store).is_empty());
+        assert_eq!((cam.event_days(&store), CameraRecordConfig::default().event_days(&store)), (30.0, 3.0));
+        let bad = CameraRecordConfig { continuous_days: -1.0, event_days: Some(0.0), ..Default::default() };
+        let keys: Vec<_> = bad.validate("camera[0].record", &store).into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["camera[0].record.continuous_days", "camera[0].record.event_days"]);
+        let share = RecordConfig { max_event_share: 0.0, clip_cache_bytes: 3 << 30, ..Default::default() };
+        let keys: Vec<_> = share.validate("record").into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["record.max_event_share", "record.clip_cache_bytes"]);
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! Manual recording on command (`<prefix>/cmd/record`): the same path as event clips — a hold on the
-//! camera's segments from `now − pre_roll` when started, a clip job to `now + post_roll` when stopped.
+//! Manual recording on command (`<prefix>/cmd/record`): the same path as events — a reference to the
+//! camera's video from `now − pre_roll` when started, up to `now + post_roll` when stopped.
 //!
 //! ```json
-//! {"action": "start", "camera": "gate"}   → {"ok": true, "id": "gate-manual-…", "clip": "clips/gate-manual-….mp4", …}
+//! {"action": "start", "camera": "gate"}   → {"ok": true, "id": "gate-manual-…", "clip": "/api/clips/gate-manual-….mp4", …}
 //! {"action": "stop",  "camera": "gate"}   → {"ok": true, "id": "gate-manual-…", …}
 //! ```
 //!
@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::config::CameraRecordConfig;
 use super::recorder::RecorderMsg;
-use super::store::{ClipJob, ms};
+use super::store::{EventRef, ms};
 use crate::events::schema::rfc3339;
 
 pub struct RecordControl {
@@ -73,17 +73,31 @@ impl RecordControl {
         if running.get(&index).is_some_and(|(_, started)| now_ms >= started + self.manual_max.as_millis() as u64) {
             running.remove(&index);
         }
-        let clip = |id: &str| format!("clips/{id}.mp4");
+        let clip = |id: &str| format!("/api/clips/{id}.mp4");
+        let pre = (rec.pre_roll_s * 1000.0) as u64;
+        let manual = |id: &str, started: u64, ended: Option<u64>| EventRef {
+            id: id.to_string(),
+            camera: req.camera.clone(),
+            kind: "manual".into(),
+            label: None,
+            start_ms: started,
+            end_ms: ended,
+            from_ms: started.saturating_sub(pre),
+            to_ms: ended.map(|t| t + (rec.post_roll_s * 1000.0) as u64),
+            still_to_ms: None,
+            auto_end_ms: Some(started + self.manual_max.as_millis() as u64),
+            seq: None,
+            snapshot_bytes: None,
+            interrupted: false,
+        };
         match req.action.as_str() {
             "start" => {
                 if let Some((id, started)) = running.get(&index) {
                     return json!({ "ok": true, "id": id, "camera": req.camera, "already_running": true, "started": rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(*started)), "clip": clip(id) });
                 }
                 let id = format!("{}-manual-{now_ms:x}", req.camera);
-                let from_ms = now_ms.saturating_sub((rec.pre_roll_s * 1000.0) as u64);
                 let auto = now_ms + self.manual_max.as_millis() as u64;
-                let msg = RecorderMsg::Hold { id: id.clone(), camera: index, from_ms, auto_clip_ms: Some(auto), kind: "manual" };
-                if tx.try_send(msg).is_err() {
+                if tx.try_send(RecorderMsg::Event { ev: manual(&id, now_ms, None), snapshot: None }).is_err() {
                     return err("the recorder is busy: try again in a moment".into());
                 }
                 running.insert(index, (id.clone(), now_ms));
@@ -93,15 +107,7 @@ impl RecordControl {
                 let Some((id, started)) = running.remove(&index) else {
                     return err(format!("no manual recording is running on camera {:?}: send action \"start\" first", req.camera));
                 };
-                let job = ClipJob {
-                    id: id.clone(),
-                    camera: req.camera.clone(),
-                    from_ms: started.saturating_sub((rec.pre_roll_s * 1000.0) as u64),
-                    to_ms: now_ms + (rec.post_roll_s * 1000.0) as u64,
-                    kind: "manual".into(),
-                    label: None,
-                };
-                if tx.try_send(RecorderMsg::Clip { job, snapshot: None }).is_err() {
+                if tx.try_send(RecorderMsg::Event { ev: manual(&id, started, Some(now_ms)), snapshot: None }).is_err() {
                     running.insert(index, (id, started));
                     return err("the recorder is busy: try again in a moment".into());
                 }
@@ -123,7 +129,7 @@ mod tests {
         let r = ctl.command(&json!({"action": "start", "camera": "gate"}));
         assert_eq!(r["ok"], true, "{r}");
         let id = r["id"].as_str().unwrap().to_string();
-        assert!(matches!(rx.try_recv(), Ok(RecorderMsg::Hold { kind: "manual", camera: 0, .. })));
+        assert!(matches!(rx.try_recv(), Ok(RecorderMsg::Event { ev, .. }) if ev.kind == "manual" && ev.camera == "gate" && ev.is_open()));
         // Idempotent.
         let again = ctl.command(&json!({"action": "start", "camera": "gate"}));
         assert_eq!((again["id"].as_str(), again["already_running"].as_bool()), (Some(id.as_str()), Some(true)));
@@ -131,11 +137,11 @@ mod tests {
         let stop = ctl.command(&json!({"action": "stop", "camera": "gate"}));
         assert_eq!(stop["id"].as_str(), Some(id.as_str()));
         match rx.try_recv() {
-            Ok(RecorderMsg::Clip { job, .. }) => {
-                assert_eq!(job.id, id);
-                assert!(job.to_ms - job.from_ms >= 15_000, "pre-roll 5 s + post-roll 10 s");
+            Ok(RecorderMsg::Event { ev, .. }) => {
+                assert_eq!(ev.id, id);
+                assert!(ev.to_ms.unwrap() - ev.from_ms >= 15_000, "pre-roll 5 s + post-roll 10 s");
             }
-            other => panic!("{other:?}"),
+            _ => panic!("no end of the recording"),
         }
         for (cmd, says) in [
             (json!({"action": "stop", "camera": "gate"}), "send action \"start\" first"),

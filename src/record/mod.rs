@@ -1,15 +1,19 @@
-//! Recording: rolling segments of each camera's encoded stream, event clips with pre- and post-roll, and
-//! retention that never lets the disk fill.
+//! Recording: rolling segments of each camera's encoded stream — the only copy of the video — that events
+//! reference by time range, clips made on request, and retention that never lets the disk fill.
 //!
 //! The capture pipeline splits each camera's stream after depayloading and parsing (one RTSP session): one
 //! branch is decoded for detection, the other goes to the camera's [`writer::SegmentWriter`], which cuts it
-//! on keyframes into short MP4 segments with `splitmuxsink` — copied, never re-encoded. Finished segments go to the [`Recorder`]
-//! over a bounded channel; it indexes them ([`store`]), turns event and manual-recording requests into
-//! clips ([`clip`]) and applies [`retention`].
+//! on keyframes into short MP4 segments with `splitmuxsink` — copied, never re-encoded. Finished segments go
+//! to the [`Recorder`] over a bounded channel; it indexes them ([`store`]), keeps each event's reference to
+//! the span it covers, answers the evidence API ([`evidence`], [`handle`]: clips concatenated from segments by
+//! [`clip`], kept in a bounded [`cache`]) and applies [`retention`].
 
+pub mod cache;
 pub mod clip;
 pub mod config;
 pub mod control;
+pub mod evidence;
+pub mod handle;
 pub mod recorder;
 pub mod retention;
 pub mod stats;
@@ -22,6 +26,7 @@ use std::time::Duration;
 
 pub use config::{CameraRecordConfig, RecordConfig};
 pub use control::RecordControl;
+pub use handle::Evidence;
 pub use recorder::{Recorder, RecorderMsg};
 pub use stats::{CameraRecordStats, RecordStats};
 

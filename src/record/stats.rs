@@ -50,14 +50,23 @@ impl CameraRecordStats {
 pub struct RecordStats {
     pub cameras: Vec<CameraRecordStats>,
     pub evicted_segments: [AtomicU64; 4],
-    pub evicted_clips: [AtomicU64; 4],
+    /// Event references forgotten (their age, or all their video evicted).
+    pub evicted_events: [AtomicU64; 4],
+    /// `clip` messages sent, by status.
     pub clips_complete: AtomicU64,
     pub clips_partial: AtomicU64,
     pub clips_failed: AtomicU64,
+    /// Ended events whose `clip` message waits for their post-roll.
     pub pending_clips: AtomicU64,
     pub segments: AtomicU64,
-    pub clips: AtomicU64,
+    /// Event references held.
+    pub events: AtomicU64,
+    /// Clip and export files made on request (the rest were served from the cache).
+    pub clips_made: AtomicU64,
+    /// Everything the store holds; the segments (the only video) and the clip cache of it.
     pub store_bytes: AtomicU64,
+    pub segment_bytes: AtomicU64,
+    pub cache_bytes: AtomicU64,
     pub free_bytes: AtomicU64,
     /// Requests the recorder's queue had no room for.
     pub dropped_messages: AtomicU64,
@@ -91,11 +100,14 @@ impl RecordStats {
                 "unsupported": c.unsupported.lock().unwrap().clone(),
             })).collect::<Vec<_>>(),
             "segments": self.segments.load(Relaxed),
-            "clips": self.clips.load(Relaxed),
+            "events": self.events.load(Relaxed),
             "bytes": self.store_bytes.load(Relaxed),
+            "segment_bytes": self.segment_bytes.load(Relaxed),
+            "cache_bytes": self.cache_bytes.load(Relaxed),
+            "clips_made": self.clips_made.load(Relaxed),
             "free_bytes": self.free_bytes.load(Relaxed),
             "evicted_segments": reasons(&self.evicted_segments),
-            "evicted_clips": reasons(&self.evicted_clips),
+            "evicted_events": reasons(&self.evicted_events),
             "clips_complete": self.clips_complete.load(Relaxed),
             "clips_partial": self.clips_partial.load(Relaxed),
             "clips_failed": self.clips_failed.load(Relaxed),

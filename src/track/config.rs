@@ -41,6 +41,10 @@ pub struct TrackerConfig {
     /// Trigger cooldown: for this long after an object ends, a same-class object in the same place does not
     /// raise a new event (it does once the cooldown is over, if still there). 0 disables.
     pub cooldown_s: f64,
+    /// An object whose box has stayed put (IoU ≥ 0.9 with where it was) this long is `stationary` (a
+    /// parked car): one update says so, heartbeats stop, and its event holds video only up to when it
+    /// stopped (plus post-roll). Moving again ends that event and starts a new one. 0 disables.
+    pub stationary_after_s: f64,
 }
 
 impl Default for TrackerConfig {
@@ -58,6 +62,7 @@ impl Default for TrackerConfig {
             require_zone: false,
             masks: Vec::new(),
             cooldown_s: 5.0,
+            stationary_after_s: 30.0,
         }
     }
 }
@@ -91,6 +96,11 @@ impl Section for TrackerConfig {
         );
         range("min_area", (0.0..1.0).contains(&self.min_area), format!("{} is out of range: use a fraction of the picture in 0..1", self.min_area));
         range("cooldown_s", (0.0..=3600.0).contains(&self.cooldown_s), format!("{} is out of range: use 0..=3600 s", self.cooldown_s));
+        range(
+            "stationary_after_s",
+            (0.0..=86_400.0).contains(&self.stationary_after_s),
+            format!("{} is out of range: use 0..=86400 s (0 disables)", self.stationary_after_s),
+        );
         range(
             "require_zone",
             !self.require_zone || !self.zones.is_empty(),

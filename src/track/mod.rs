@@ -5,7 +5,10 @@
 //! consecutive frames, so a one-frame false positive never reaches the broker; it ends when it has not been
 //! seen for `end_after_s` (time, not frames, so it holds when the frame rate drops). Updates are throttled:
 //! sent on a significant change (score, movement, zones) or as a heartbeat, never more often than
-//! `update_min_interval_s`. Pure logic: time comes from the frames.
+//! `update_min_interval_s`. An object whose box stays put for `stationary_after_s` (a parked car) becomes
+//! `stationary`: one update says so and heartbeats stop; moving again ends its event and starts a new one
+//! (new activity), so a car parked all day is two short events, not one endless one. Pure logic: time comes
+//! from the frames.
 
 pub mod config;
 pub mod zone;
@@ -61,7 +64,12 @@ pub struct TrackEvent {
     /// The zones the object's ground point is in (indices into the config's zones).
     pub zones: Vec<usize>,
     pub best: BestFrame,
+    /// When a stationary object stopped moving (`None` while it moves).
+    pub stationary_since: Option<SystemTime>,
 }
+
+/// A box overlapping where the object was by at least this much has not moved.
+pub const STILL_IOU: f32 = 0.9;
 
 #[derive(Debug, Clone)]
 struct Track {
@@ -87,6 +95,14 @@ struct Track {
     matched: bool,
     /// Picture size of the latest sighting.
     size: (u32, u32),
+    /// Where the object last moved to, and when: it has not moved while its box stays within
+    /// [`STILL_IOU`] of this one.
+    anchor: [f32; 4],
+    anchor_at: SystemTime,
+    /// It moved in the frame being processed.
+    moved: bool,
+    /// Since when it has stood still, once it is stationary.
+    still_since: Option<SystemTime>,
 }
 
 /// Where and when a confirmed object left, for the trigger cooldown.
@@ -197,6 +213,10 @@ impl Tracker {
                 sent_zones: Vec::new(),
                 matched: true,
                 size,
+                anchor: d.bbox,
+                anchor_at: now,
+                moved: false,
+                still_since: None,
             };
             observe(&mut t, d, frame, &self.cfg, size);
             self.tracks.push(t);
@@ -232,6 +252,19 @@ impl Tracker {
                     mark_sent(t, now);
                     self.events.push(event(EventKind::New, camera, t));
                 }
+            } else if t.still_since.is_some() {
+                if t.moved {
+                    // New activity: the parked object's event ends, and its moving on is a new one.
+                    self.events.push(event(EventKind::End, camera, t));
+                    restart(t, self.next_id, frame);
+                    self.next_id += 1;
+                    mark_sent(t, now);
+                    self.events.push(event(EventKind::New, camera, t));
+                }
+            } else if cfg.stationary_after_s > 0.0 && secs(now, t.anchor_at) >= cfg.stationary_after_s {
+                t.still_since = Some(t.anchor_at);
+                mark_sent(t, now);
+                self.events.push(event(EventKind::Update, camera, t));
             } else if significant(t, now, cfg) {
                 mark_sent(t, now);
                 self.events.push(event(EventKind::Update, camera, t));
@@ -280,6 +313,10 @@ fn observe(t: &mut Track, d: &Detection, frame: &FrameInfo, cfg: &TrackerConfig,
         t.top_score = d.score;
         t.best = BestFrame { seq: frame.seq, wall: frame.wall, score: d.score, bbox: d.bbox };
     }
+    t.moved = iou(&t.anchor, &d.bbox) < STILL_IOU;
+    if t.moved {
+        (t.anchor, t.anchor_at) = (d.bbox, frame.wall);
+    }
     let ground = [(d.bbox[0] + d.bbox[2]) / 2.0 / size.0 as f32, d.bbox[3] / size.1 as f32];
     t.zones.clear();
     t.zones.extend(cfg.zones.iter().enumerate().filter(|(_, z)| zone::contains(&z.polygon, ground)).map(|(i, _)| i));
@@ -297,6 +334,15 @@ fn significant(t: &Track, now: SystemTime, cfg: &TrackerConfig) -> bool {
     let moved = (((a[0] + a[2]) - (b[0] + b[2])) / 2.0).hypot(((a[1] + a[3]) - (b[1] + b[3])) / 2.0);
     let size = (b[2] - b[0]).max(b[3] - b[1]).max(1.0);
     moved >= cfg.move_fraction * size
+}
+
+/// A stationary object that moves again: the same object under a new id, its event starting now.
+fn restart(t: &mut Track, id: u64, frame: &FrameInfo) {
+    t.id = id;
+    t.start = frame.wall;
+    t.still_since = None;
+    t.top_score = t.score;
+    t.best = BestFrame { seq: frame.seq, wall: frame.wall, score: t.score, bbox: t.bbox };
 }
 
 fn mark_sent(t: &mut Track, now: SystemTime) {
@@ -321,6 +367,7 @@ fn event(kind: EventKind, camera: usize, t: &Track) -> TrackEvent {
         last_seen: t.last_seen,
         zones: t.zones.clone(),
         best: t.best,
+        stationary_since: t.still_since,
     }
 }
 
@@ -383,6 +430,52 @@ mod tests {
         assert_eq!(secs(end.last_seen, frame(0, 0.0).wall), 19.0 / 5.0);
         assert_eq!(end.bbox, person(290.0, 0.8).bbox);
         assert_eq!(end.frame_size, (W, H));
+    }
+
+    fn car(x: f32) -> Detection {
+        det(2, "car", 0.9, [x, 500.0, x + 300.0, 700.0])
+    }
+
+    #[test]
+    fn a_parked_car_becomes_stationary_goes_quiet_and_moving_on_is_new_activity() {
+        let cfg = TrackerConfig { stationary_after_s: 30.0, update_heartbeat_s: 10.0, ..TrackerConfig::default() };
+        let mut t = Tracker::new(0, cfg);
+        // Parked for 15 minutes at 2 fps (a pixel of jitter), then it drives off, 40 px a frame.
+        let parked = 15 * 60 * 2;
+        let events =
+            run(&mut t, parked + 20, 2.0, |i| if i < parked { vec![car(100.0 + (i % 2) as f32)] } else { vec![car(100.0 + 40.0 * (i - parked) as f32)] });
+        let k: Vec<(EventKind, u64, bool)> = events.iter().map(|e| (e.kind, e.track_id, e.stationary_since.is_some())).collect();
+        // new; heartbeats at 10 and 20 s; the one update saying it is stationary; nothing for 15 minutes;
+        // then its end, and a new event for the car moving on (and its updates as it drives).
+        let (new_at, still_at) = (events[0].last_seen, events[3].last_seen);
+        assert!(k[6..].iter().all(|&e| e == (EventKind::Update, 2, false)), "{k:?}");
+        assert_eq!(
+            k[..6],
+            [
+                (EventKind::New, 1, false),
+                (EventKind::Update, 1, false),
+                (EventKind::Update, 1, false),
+                (EventKind::Update, 1, true),
+                (EventKind::End, 1, true),
+                (EventKind::New, 2, false)
+            ]
+        );
+        assert!((secs(still_at, new_at) - 29.0).abs() <= 1.0, "stationary after 30 s of standing still: {}", secs(still_at, new_at));
+        assert_eq!(events[4].stationary_since, Some(frame(0, 0.0).wall), "it stood still from its first frame");
+        assert_eq!(events[5].start, events[4].last_seen, "the new activity starts when it moved");
+        // Leaving while stationary (no longer detected) ends it too, still saying since when it stood.
+        let mut t = Tracker::new(0, TrackerConfig { stationary_after_s: 5.0, ..TrackerConfig::default() });
+        let events = run(&mut t, 40, 2.0, |i| if i < 30 { vec![car(100.0)] } else { vec![] });
+        assert_eq!(kinds(&events), [(EventKind::New, 1), (EventKind::Update, 1), (EventKind::End, 1)]);
+        assert_eq!(events[2].stationary_since, Some(frame(0, 0.0).wall));
+    }
+
+    #[test]
+    fn stationary_detection_can_be_turned_off() {
+        let mut t = Tracker::new(0, TrackerConfig { stationary_after_s: 0.0, update_heartbeat_s: 10.0, ..TrackerConfig::default() });
+        let events = run(&mut t, 200, 2.0, |_| vec![car(100.0)]);
+        assert!(events.iter().all(|e| e.stationary_since.is_none()));
+        assert_eq!(events.iter().filter(|e| e.kind == EventKind::Update).count(), 9, "heartbeats every 10 s for 100 s");
     }
 
     #[test]
