@@ -5,15 +5,15 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::http::{Got, fetch, fetch_video, jpeg_size, probe};
 use common::{Line, Proc, free_port, media, mosquitto, perch, rtsp_server, serial, subscriber, wait_port, write_config};
 use serde_json::Value;
 
-const TOKEN: &str = "record-test-token-0123456789";
+use common::http::TOKEN;
 
 /// A config with one camera (`source`, a file source looping when it ends in ` (looping)`), MQTT on
 /// `port`, HTTP on `http` and the given extra `[record]` and `[camera.record]` settings.
@@ -34,60 +34,6 @@ fn config(dir: &Path, port: u16, http: u16, source: &str, record: &str, camera_r
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// An HTTP response as curl got it.
-struct Got {
-    code: u16,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Got {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-}
-
-/// One request with curl, with the bearer token; `extra` are more curl arguments (`-r 0-99`, `-X DELETE`).
-fn fetch(http: u16, path: &str, extra: &[&str]) -> Got {
-    let dir = tempfile::tempdir().unwrap();
-    let (head, body) = (dir.path().join("head"), dir.path().join("body"));
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "60", "-H", &format!("Authorization: Bearer {TOKEN}"), "-D"])
-        .arg(&head)
-        .arg("-o")
-        .arg(&body)
-        .args(["-w", "%{http_code}"])
-        .args(extra)
-        .arg(format!("http://127.0.0.1:{http}{path}"))
-        .output()
-        .expect("curl (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "curl {path}: {}", String::from_utf8_lossy(&out.stderr));
-    let headers = std::fs::read_to_string(&head)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
-        .collect();
-    Got { code: String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0), headers, body: std::fs::read(&body).unwrap_or_default() }
-}
-
-/// Fetches a clip (or export) into `dir` and reads it with ffprobe: the response, and (codec, duration, width).
-fn fetch_video(http: u16, path: &str, dir: &Path) -> (Got, (String, f64, u64)) {
-    let got = fetch(http, path, &[]);
-    assert_eq!(got.code, 200, "{path}: {}", got.text());
-    assert_eq!(got.headers.get("content-type").map(String::as_str), Some("video/mp4"), "{path}");
-    let file = dir.join(format!("got-{}.mp4", fastrand_name(path)));
-    std::fs::write(&file, &got.body).unwrap();
-    let probed = probe(&file);
-    (got, probed)
-}
-
-fn fastrand_name(path: &str) -> String {
-    path.bytes().filter(u8::is_ascii_alphanumeric).map(char::from).collect::<String>().chars().rev().take(40).collect()
 }
 
 fn run(config: &Path) -> Proc {
@@ -116,20 +62,6 @@ fn command(port: u16, name: &str, body: &str) {
         .unwrap()
         .success();
     assert!(ok, "mosquitto_pub failed");
-}
-
-/// What ffprobe reads from a media file: (codec, duration in s, width).
-fn probe(path: &Path) -> (String, f64, u64) {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name,width:format=duration", "-of", "json"])
-        .arg(path)
-        .output()
-        .expect("ffprobe (scripts/setup.sh installs ffmpeg)");
-    assert!(out.status.success(), "ffprobe cannot read {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let s = &v["streams"][0];
-    let duration = v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
-    (s["codec_name"].as_str().unwrap_or_default().to_string(), duration, s["width"].as_u64().unwrap_or(0))
 }
 
 /// Finished segments of camera `gate`: (start_ms, end_ms, path).
@@ -242,10 +174,11 @@ fn an_rtsp_camera_is_recorded_once_and_events_reference_its_segments() {
     assert!((duration * 1000.0 - (end - start) as f64).abs() < 500.0, "clip {start}..{end} plays {duration} s");
     assert!((duration - c["duration_s"].as_f64().unwrap()).abs() < 0.2);
     assert_eq!(covered(&got), (req_start, req_end, String::new()), "a complete clip reports no gap");
-    // Its snapshot is a JPEG of the detection frame.
+    // Its snapshot is a JPEG of the recorded frame, at the stream's resolution (detection sees 416 px).
     let snap = fetch(http, c["snapshot"].as_str().unwrap(), &[]);
     assert_eq!(snap.code, 200, "{}", snap.text());
     assert_eq!((&snap.body[..2], &snap.body[snap.body.len() - 2..]), (&[0xFF, 0xD8][..], &[0xFF, 0xD9][..]));
+    assert_eq!(jpeg_size(&snap.body), (1280, 720));
     // The event's `end` names both.
     let end_msg =
         messages(&out, "/events/gate").into_iter().find(|m| m["type"] == "end" && m["event_id"] == c["event_id"]).expect("end message of the clip's event");
@@ -389,7 +322,8 @@ fn the_evidence_api_serves_review_items_ranges_exports_and_deletes_and_a_browser
     let victim = events.iter().find(|e| e["open"] == false && e["snapshot"].is_string()).expect("an ended event with a snapshot");
     let id = victim["id"].as_str().unwrap();
     let snap = fetch(http, victim["snapshot"].as_str().unwrap(), &[]);
-    assert_eq!((snap.code, &snap.body[..2]), (200, &[0xFF, 0xD8][..]));
+    assert_eq!(snap.code, 200, "{}", snap.text());
+    assert_eq!(jpeg_size(&snap.body), (1280, 720));
     let deleted = fetch(http, &format!("/api/events/{id}"), &["-X", "DELETE"]);
     assert_eq!(deleted.code, 200, "{}", deleted.text());
     assert_eq!(deleted.json()["id"], id);
@@ -408,6 +342,10 @@ fn the_evidence_api_serves_review_items_ranges_exports_and_deletes_and_a_browser
     let played: Value = serde_json::from_str(report.trim()).unwrap();
     let videos = played["videos"].as_array().unwrap();
     assert!(!videos.is_empty() && videos.iter().all(|v| v["readyState"].as_u64() >= Some(3) && v["videoWidth"] == 1280), "{report}");
+
+    // A file camera's queues block rather than drop: nothing is counted as dropped.
+    let status = fetch(http, "/status", &[]).json();
+    assert_eq!(status["recording"]["cameras"][0]["dropped_frames"], 0, "{}", status["recording"]);
 
     // One copy of the video on the busy street, however many events overlap it.
     command(port, "record", r#"{"action": "stop", "camera": "gate"}"#);

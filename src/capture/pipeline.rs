@@ -515,8 +515,9 @@ fn link_video(
     let tee = make("tee")?;
     let q_decode = queue(Duration::from_secs(2))?;
     let q_record = queue(Duration::from_secs(2))?;
-    {
-        // A leaky queue signals overrun once for each frame it is about to drop.
+    if live {
+        // A leaky queue signals overrun once for each frame it is about to drop. A file's queues block
+        // instead (reading waits for the slower branch): they signal overrun too, but nothing is lost.
         let sink = sink.clone();
         q_record.connect("overrun", false, move |_| {
             sink.dropped();

@@ -15,7 +15,7 @@ use super::{Outbox, StoreStats};
 use crate::detect::Detection;
 use crate::detect::worker::FrameDetections;
 use crate::record::clip::Snapshot;
-use crate::record::store::EventRef;
+use crate::record::store::{EventRef, Sighting};
 use crate::record::{CameraRecordConfig, RecordStats, RecorderMsg};
 use crate::track::{EventKind, Tracker, TrackerConfig};
 
@@ -206,6 +206,7 @@ impl EventStage {
             auto_end_ms: None,
             seq: None,
             snapshot_bytes: None,
+            best: Some(Sighting { at_ms: ms(e.best.wall), bbox: e.best.bbox, frame_size: [e.frame_size.0, e.frame_size.1] }),
             interrupted: false,
         };
         let snapshot = if ended { self.snapshots.remove(&(e.camera, e.track_id)).map(Box::new) } else { None };

@@ -78,6 +78,24 @@ impl ClipCache {
         Ok(Made { path, bytes, used: Some(used), fresh: true })
     }
 
+    /// The file `name` from the cache, or made now by `make` (given the path to write, atomically; it
+    /// returns the bytes written). Blocking, like [`Self::get_or_make`].
+    pub fn get_or_make_with(&self, name: &str, make: impl FnOnce(&Path) -> Result<u64, RecordError>) -> Result<PathBuf, RecordError> {
+        debug_assert!(!name.contains('/'));
+        let path = self.dir.join(name);
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(f) = std::fs::File::options().append(true).open(&path) {
+            let _ = f.set_modified(SystemTime::now());
+            self.hits.fetch_add(1, Relaxed);
+            return Ok(path);
+        }
+        let bytes = make(&path)?;
+        self.made.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+        self.trim_locked(self.limit, Some(&path));
+        Ok(path)
+    }
+
     /// Evicts least recently used files until the cache holds at most `limit` bytes; returns the bytes
     /// freed.
     pub fn trim(&self, limit: u64) -> u64 {

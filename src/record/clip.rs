@@ -201,6 +201,67 @@ pub fn assemble(segments: &[PathBuf], out: &Path) -> Result<Assembled, RecordErr
     Ok(Assembled { used, duration: Duration::from_nanos(offset.nseconds()), truncated, bytes })
 }
 
+/// Decodes the frame of the MP4 segment `path` nearest `offset` from its start, as packed BGR: (width,
+/// height, pixels). The segment starts with a keyframe, so this decodes at most one segment's frames.
+pub fn frame_at(path: &Path, offset: Duration) -> Result<(u32, u32, Vec<u8>), RecordError> {
+    let desc = "filesrc name=src ! qtdemux ! decodebin ! videoconvert ! video/x-raw,format=BGR ! appsink name=sink sync=false max-buffers=4";
+    let pipeline = gst::parse::launch(desc)
+        .map_err(|e| RecordError::Snapshot(format!("cannot build the decoder ({e}): install gstreamer1.0-libav")))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| RecordError::Snapshot("not a pipeline".into()))?;
+    pipeline.by_name("src").expect("named filesrc").set_property("location", path);
+    let sink = pipeline.by_name("sink").expect("named appsink").downcast::<gst_app::AppSink>().expect("an appsink");
+    let result = (|| {
+        pipeline.set_state(gst::State::Playing).map_err(|_| RecordError::Snapshot(format!("cannot read segment {}", path.display())))?;
+        let (mut base, mut best): (Option<gst::ClockTime>, Option<gst::Sample>) = (None, None);
+        let want = gst::ClockTime::from_nseconds(offset.as_nanos() as u64);
+        while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(5)) {
+            let pts = sample.buffer().and_then(|b| b.pts()).unwrap_or(gst::ClockTime::ZERO);
+            let at = pts.saturating_sub(*base.get_or_insert(pts));
+            let past = at >= want;
+            best = Some(sample);
+            if past {
+                break;
+            }
+        }
+        let sample = best.ok_or_else(|| RecordError::Snapshot(format!("segment {} has no frame", path.display())))?;
+        bgr(&sample)
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+/// A decoded BGR sample as packed rows.
+fn bgr(sample: &gst::Sample) -> Result<(u32, u32, Vec<u8>), RecordError> {
+    let caps = sample.caps().ok_or_else(|| RecordError::Snapshot("a frame without caps".into()))?;
+    let info = gstreamer_video::VideoInfo::from_caps(caps).map_err(|e| RecordError::Snapshot(e.to_string()))?;
+    let buffer = sample.buffer().ok_or_else(|| RecordError::Snapshot("a frame without data".into()))?;
+    let map = buffer.map_readable().map_err(|e| RecordError::Snapshot(e.to_string()))?;
+    let (w, h, stride) = (info.width() as usize, info.height() as usize, info.stride()[0] as usize);
+    if map.len() < stride * h.saturating_sub(1) + w * 3 {
+        return Err(RecordError::Snapshot(format!("a {w}x{h} frame of {} bytes", map.len())));
+    }
+    let mut px = Vec::with_capacity(w * h * 3);
+    for row in map.chunks(stride).take(h) {
+        px.extend_from_slice(&row[..w * 3]);
+    }
+    Ok((w as u32, h as u32, px))
+}
+
+/// The snapshot of a sighting from the recorded stream: the frame nearest it, at the stream's own
+/// resolution, with the box (given in a `frame_size` picture: the detection stream's) scaled onto it.
+pub fn snapshot_from_segment(path: &Path, offset: Duration, bbox: [f32; 4], frame_size: [u32; 2], quality: u8) -> Result<Vec<u8>, RecordError> {
+    let (w, h, mut px) = frame_at(path, offset)?;
+    draw_box(&mut px, w as usize, h as usize, scale_box(bbox, frame_size, [w, h]));
+    encode_jpeg(&px, w as usize, h as usize, quality)
+}
+
+/// A box in the pixels of a `from` picture, in those of a `to` picture of the same scene.
+pub fn scale_box(bbox: [f32; 4], from: [u32; 2], to: [u32; 2]) -> [f32; 4] {
+    let (sx, sy) = (to[0] as f32 / from[0].max(1) as f32, to[1] as f32 / from[1].max(1) as f32);
+    [bbox[0] * sx, bbox[1] * sy, bbox[2] * sx, bbox[3] * sy]
+}
+
 /// The best frame of an event: packed BGR at detection resolution, with the object's box in its pixels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -310,6 +371,23 @@ mod gst_tests {
         assert!(crate::record::store::mp4_complete(&out));
         assert!(!out.with_extension("mp4.part").exists());
         assert!(matches!(assemble(&[], &out), Err(RecordError::NoSegments)));
+    }
+
+    #[test]
+    fn a_snapshot_is_decoded_from_a_segment_at_its_resolution() {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let segs = segments(dir.path());
+        let (w, h, px) = frame_at(&segs[1], Duration::from_millis(1000)).unwrap();
+        assert_eq!((w, h, px.len()), (1280, 720, 1280 * 720 * 3));
+        // A box found on a 640×360 detection stream lands on the same spot of the 1280×720 picture.
+        assert_eq!(scale_box([100.0, 50.0, 200.0, 150.0], [640, 360], [1280, 720]), [200.0, 100.0, 400.0, 300.0]);
+        let jpeg = snapshot_from_segment(&segs[1], Duration::from_millis(1000), [100.0, 50.0, 200.0, 150.0], [640, 360], 85).unwrap();
+        // The JPEG's frame header (SOF0: FF C0, length, precision, height, width) says its size.
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline JPEG");
+        let (jh, jw) = (u16::from_be_bytes([jpeg[sof + 5], jpeg[sof + 6]]), u16::from_be_bytes([jpeg[sof + 7], jpeg[sof + 8]]));
+        assert_eq!((jw, jh), (1280, 720));
+        assert!(matches!(frame_at(&dir.path().join("missing.mp4"), Duration::ZERO), Err(RecordError::Snapshot(_))));
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub struct RecordConfig {
     pub max_event_share: f64,
     /// Clips and exports are made on request by copying segments; the files made are kept in a cache of at
     /// most this many bytes (oldest-used evicted first), so that a player's range requests and repeated
-    /// downloads do not make them again.
-    pub clip_cache_bytes: u64,
+    /// downloads do not make them again. Default: 128 MiB, or an eighth of `max_bytes` when that is less.
+    pub clip_cache_bytes: Option<u64>,
     /// Low watermarks of the recording file system: below either, the oldest recordings are deleted before
     /// the disk can fill (other writers on the same disk included).
     pub min_free_bytes: u64,
@@ -55,13 +55,21 @@ impl Default for RecordConfig {
             event_days: 7.0,
             max_bytes: 4 << 30,
             max_event_share: 0.25,
-            clip_cache_bytes: 128 << 20,
+            clip_cache_bytes: None,
             min_free_bytes: 256 << 20,
             min_free_percent: 5.0,
             manual_max_s: 600.0,
             clip_wait_s: 30.0,
             review_max_s: 300.0,
         }
+    }
+}
+
+impl RecordConfig {
+    /// The clip cache's size: as set, else 128 MiB or an eighth of the quota, whichever is less (at least
+    /// 1 MiB).
+    pub fn clip_cache_bytes(&self) -> u64 {
+        self.clip_cache_bytes.unwrap_or((128 << 20).min(self.max_bytes / 8).max(1 << 20))
     }
 }
 
@@ -90,11 +98,11 @@ impl Section for RecordConfig {
                 format!("{} is out of range: use a fraction above 0 and at most 1 (0.25 is a good start)", self.max_event_share),
             ));
         }
-        if self.max_bytes >= 1 << 20 && (self.clip_cache_bytes < 1 << 20 || self.clip_cache_bytes > self.max_bytes / 2) {
-            p.push(Problem::new(
-                format!("{key}.clip_cache_bytes"),
-                format!("{} is out of range: use at least 1 MiB (1048576) and at most half of max_bytes", self.clip_cache_bytes),
-            ));
+        if let Some(c) = self.clip_cache_bytes
+            && self.max_bytes >= 1 << 20
+            && (c < 1 << 20 || c > self.max_bytes / 2)
+        {
+            p.push(Problem::new(format!("{key}.clip_cache_bytes"), format!("{c} is out of range: use at least 1 MiB (1048576) and at most half of max_bytes")));
         }
         if self.max_bytes < 1 << 20 {
             p.push(Problem::new(
@@ -205,7 +213,9 @@ mod tests {
         let bad = CameraRecordConfig { continuous_days: -1.0, event_days: Some(0.0), ..Default::default() };
         let keys: Vec<_> = bad.validate("camera[0].record", &store).into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["camera[0].record.continuous_days", "camera[0].record.event_days"]);
-        let share = RecordConfig { max_event_share: 0.0, clip_cache_bytes: 3 << 30, ..Default::default() };
+        assert_eq!(RecordConfig::default().clip_cache_bytes(), 128 << 20);
+        assert_eq!(RecordConfig { max_bytes: 64 << 20, ..Default::default() }.clip_cache_bytes(), 8 << 20);
+        let share = RecordConfig { max_event_share: 0.0, clip_cache_bytes: Some(3 << 30), ..Default::default() };
         let keys: Vec<_> = share.validate("record").into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["record.max_event_share", "record.clip_cache_bytes"]);
     }

@@ -88,6 +88,7 @@ impl RecordControl {
             auto_end_ms: Some(started + self.manual_max.as_millis() as u64),
             seq: None,
             snapshot_bytes: None,
+            best: None,
             interrupted: false,
         };
         match req.action.as_str() {

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::RecordError;
 use super::stats::GAP_TOLERANCE_MS;
-use super::store::{EventRef, Segment, Store};
+use super::store::{EventRef, Segment, Sighting, Store};
 
 /// Which events (or review items) to list: all filters optional, times in ms since the epoch.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -140,9 +140,20 @@ pub enum Ask {
         to_ms: u64,
         reply: oneshot::Sender<Result<Span, EvidenceError>>,
     },
-    Snapshot(String, oneshot::Sender<Result<PathBuf, EvidenceError>>),
+    Snapshot(String, oneshot::Sender<Result<SnapshotPlan, EvidenceError>>),
     /// Forget an ended event and free what only it held.
     Delete(String, oneshot::Sender<Result<Deleted, EvidenceError>>),
+}
+
+/// Where an event's snapshot comes from: the recorded frame of its best sighting (decoded on request, at
+/// the stream's resolution), else the picture kept at detection resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotPlan {
+    /// Names the JPEG made: the same event and sighting give the same name.
+    pub name: String,
+    /// The segment holding the best sighting, and how far into it.
+    pub frame: Option<(PathBuf, std::time::Duration, Sighting)>,
+    pub fallback: Option<PathBuf>,
 }
 
 /// What deleting an event freed.
@@ -210,16 +221,25 @@ pub fn answer(store: &Store, ask: Ask, now_ms: u64, review_max_ms: u64) -> Optio
             let _ = reply.send(r);
         }
         Ask::Snapshot(id, reply) => {
-            let r = match store.event(&id) {
-                Some(e) if e.snapshot_bytes.is_some() => Ok(store.event_path(&e.id, "jpg")),
-                Some(_) => Err(EvidenceError::BadRequest(format!("event {id:?} has no snapshot (it is still going on, or its best frame was not kept)"))),
-                None => Err(EvidenceError::NotFound(id)),
-            };
-            let _ = reply.send(r);
+            let _ = reply.send(snapshot_plan(store, &id));
         }
         other @ Ask::Delete(..) => return Some(other),
     }
     None
+}
+
+fn snapshot_plan(store: &Store, id: &str) -> Result<SnapshotPlan, EvidenceError> {
+    let e = store.event(id).ok_or_else(|| EvidenceError::NotFound(id.to_string()))?;
+    let frame = e.best.and_then(|b| {
+        let seg = store.segments_between(&e.camera, b.at_ms, b.at_ms + 1).into_iter().next()?;
+        Some((seg.path.clone(), std::time::Duration::from_millis(b.at_ms.saturating_sub(seg.start_ms)), b))
+    });
+    let fallback = e.snapshot_bytes.map(|_| store.event_path(&e.id, "jpg"));
+    if frame.is_none() && fallback.is_none() {
+        return Err(EvidenceError::BadRequest(format!("event {id:?} has no snapshot: its best sighting is not recorded (yet), and no picture was kept")));
+    }
+    let name = format!("{}.{}.jpg", e.id, e.best.map_or(0, |b| b.at_ms));
+    Ok(SnapshotPlan { name, frame, fallback })
 }
 
 /// The span of an event, or of a review item (`review-<first event id>`).
@@ -254,6 +274,7 @@ mod tests {
             auto_end_ms: None,
             seq: None,
             snapshot_bytes: None,
+            best: None,
             interrupted: false,
         }
     }

@@ -9,6 +9,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::RecordError;
 use super::cache::ClipCache;
+use super::clip;
+use crate::util::fs::write_atomic;
+
+/// JPEG quality of snapshots decoded from the recording.
+const SNAPSHOT_QUALITY: u8 = 85;
 use super::evidence::{Ask, Deleted, EvidenceError, Filter, ReviewItem, Span, gaps};
 use super::recorder::RecorderMsg;
 use super::store::{EventRef, Segment};
@@ -48,8 +53,27 @@ impl Evidence {
         self.ask(|r| Ask::Review(f, r)).await
     }
 
+    /// The snapshot of an event: its best sighting decoded from the recording at the stream's resolution
+    /// (made once, then cached), else the picture kept at detection resolution.
     pub async fn snapshot(&self, id: &str) -> Result<PathBuf, EvidenceError> {
-        self.ask(|r| Ask::Snapshot(id.to_string(), r)).await?
+        let plan = self.ask(|r| Ask::Snapshot(id.to_string(), r)).await??;
+        if let Some((segment, offset, best)) = plan.frame.clone() {
+            let (cache, name) = (self.cache.clone(), plan.name.clone());
+            let made = tokio::task::spawn_blocking(move || {
+                cache.get_or_make_with(&name, |out| {
+                    let jpeg = clip::snapshot_from_segment(&segment, offset, best.bbox, best.frame_size, SNAPSHOT_QUALITY)?;
+                    write_atomic(out, &jpeg).map_err(|e| RecordError::Io { what: format!("cannot write {}", out.display()), source: e })?;
+                    Ok(jpeg.len() as u64)
+                })
+            })
+            .await;
+            match made {
+                Ok(Ok(path)) => return Ok(path),
+                Ok(Err(e)) => tracing::warn!(event = %id, "the snapshot could not be decoded from the recording ({e}); serving the detection-resolution one"),
+                Err(_) => return Err(EvidenceError::Stopped),
+            }
+        }
+        plan.fallback.ok_or(EvidenceError::NoVideo)
     }
 
     pub async fn delete(&self, id: &str) -> Result<Deleted, EvidenceError> {

@@ -108,7 +108,8 @@ impl Recorder {
     /// unfinished segment files, which must not be the ones being written now.
     pub fn open(self) -> OpenRecorder {
         let ids: Vec<String> = self.cameras.iter().map(|(id, _)| id.clone()).collect();
-        let opened = Store::open(&self.dir, &ids).and_then(|(store, rec)| Ok((ClipCache::open(&store.cache_dir(), self.config.clip_cache_bytes)?, store, rec)));
+        let opened =
+            Store::open(&self.dir, &ids).and_then(|(store, rec)| Ok((ClipCache::open(&store.cache_dir(), self.config.clip_cache_bytes())?, store, rec)));
         let state = match opened {
             Ok((cache, store, recovery)) => {
                 if recovery != Default::default() {

@@ -65,13 +65,26 @@ pub struct EventRef {
     /// Seq of its `clip` message, once stored in the outbox.
     #[serde(default)]
     pub seq: Option<u64>,
-    /// Bytes of its snapshot (`events/<id>.jpg`), when it has one.
+    /// Bytes of its snapshot at detection resolution (`events/<id>.jpg`), when it has one.
     #[serde(default)]
     pub snapshot_bytes: Option<u64>,
+    /// Its best sighting: when (ms since the epoch), and the box in the pixels of a `frame_size` picture.
+    /// The snapshot served is decoded from the recorded segment at that time, at the stream's resolution.
+    #[serde(default)]
+    pub best: Option<Sighting>,
     /// Perch stopped without ending it (SIGKILL, power loss): it was closed at the next start, at the end
     /// of its camera's recording.
     #[serde(default)]
     pub interrupted: bool,
+}
+
+/// Where and when an object was seen best.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sighting {
+    pub at_ms: u64,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    pub frame_size: [u32; 2],
 }
 
 impl EventRef {
@@ -204,6 +217,7 @@ impl Store {
                     auto_end_ms: None,
                     seq: None,
                     snapshot_bytes: None,
+                    best: None,
                     interrupted: false,
                 };
                 if self.put_event(&ev).is_ok() {
@@ -508,6 +522,7 @@ mod tests {
             auto_end_ms: None,
             seq: None,
             snapshot_bytes: None,
+            best: None,
             interrupted: false,
         }
     }

@@ -2,6 +2,8 @@
 //! and the test media; running processes whose output is collected line by line; free loopback ports.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
