@@ -23,7 +23,7 @@ done
 status=0
 cargo test --locked --no-fail-fast --lib --bins "${targets[@]}" || status=1
 # The VM scenarios keep both cores busy for a quarter of an hour; the parked-car test watches a real-time
-# camera for 16 minutes and needs little CPU (one 5 fps stream, detection at 1 fps), so it runs beside them.
+# camera for 16 minutes and needs little CPU (one 5 fps stream, detection at 2 fps), so it runs beside them.
 echo "== cargo test --test vm_appliance, and beside it --test parked_car"
 mkdir -p target/test-artifacts
 parked_log=target/test-artifacts/parked_car.log

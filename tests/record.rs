@@ -304,6 +304,22 @@ fn the_evidence_api_serves_review_items_ranges_exports_and_deletes_and_a_browser
     assert_eq!(codec, "h264");
     assert!(gaps.starts_with(&format!("{}/", rfc(first - 10_000))), "export gaps: {gaps:?}");
     assert!((4.0..=8.5).contains(&duration), "a 6 s export plays {duration} s");
+    // An export asked for over MQTT is made at once; fetching its URL then serves it from the cache.
+    let (a, b) = (first + 2_000, first + 8_000);
+    // `clips_made` is a gauge the recorder refreshes within 5 s.
+    let made = || fetch(http, "/status", &[]).json()["recording"]["clips_made"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let before = made();
+    command(port, "record", &format!(r#"{{"action": "export", "camera": "gate", "from": {a}, "to": {b}}}"#));
+    let reply = |lines: &[Line]| messages(lines, "/cmd/record/result").into_iter().find(|r| r["url"].is_string());
+    assert!(sub.wait_for(Duration::from_secs(10), |out, _| reply(out).is_some()), "no export reply");
+    let url = reply(&sub.stdout()).unwrap()["url"].as_str().unwrap().to_string();
+    assert_eq!(url, format!("/api/export.mp4?camera=gate&from={a}&to={b}"));
+    assert!(wait(Duration::from_secs(10), || p.stderr_text().contains("export made on command")), "{}", p.stderr_text());
+    let (_, (codec, _, _)) = fetch_video(http, &url, dir.path());
+    assert_eq!(codec, "h264");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(made(), before + 1, "made once, on the command; the download came from the cache");
     for (path, code, says) in [
         ("/api/export.mp4?camera=nope&from=1&to=2", 400, "no camera \"nope\""),
         ("/api/export.mp4?camera=gate&from=5&to=2", 400, "before"),
@@ -365,6 +381,69 @@ fn the_evidence_api_serves_review_items_ranges_exports_and_deletes_and_a_browser
 
 fn rfc(ms: u64) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// The sample video re-encoded at `w`×`h` like a camera stream (H.264, a keyframe every second).
+fn encoded(dir: &Path, w: u32, h: u32) -> PathBuf {
+    let out = dir.join(format!("street-{w}x{h}.mp4"));
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(media("pedestrians-720p-gop1s.mp4"))
+        .args([
+            "-vf",
+            &format!("scale={w}:{h}"),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-keyint_min",
+            "25",
+            "-bf",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-an",
+        ])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg (scripts/setup.sh installs it)");
+    assert!(status.success());
+    out
+}
+
+#[test]
+fn a_camera_detects_on_its_sub_stream_and_records_its_main_stream() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (main, sub) = (encoded(dir.path(), 1920, 1080), encoded(dir.path(), 640, 360));
+    let (port, http, rtsp_main, rtsp_sub) = (free_port(), free_port(), free_port(), free_port());
+    let _broker = mosquitto(dir.path(), port);
+    let sub_proc = subscriber(port, "perch/test-box/#", "substream-test");
+    let (_main_cam, _sub_cam) = (rtsp_server(rtsp_main, &main, None), rtsp_server(rtsp_sub, &sub, None));
+    let cfg = config(dir.path(), port, http, &format!("rtsp://127.0.0.1:{rtsp_main}/cam"), "clip_wait_s = 5", "pre_roll_s = 2\npost_roll_s = 2");
+    let text =
+        std::fs::read_to_string(&cfg).unwrap().replace("detect_fps = 5\n", &format!("detect_source = \"rtsp://127.0.0.1:{rtsp_sub}/cam\"\ndetect_fps = 5\n"));
+    std::fs::write(&cfg, text).unwrap();
+    let mut p = run(&cfg);
+    wait_port(http, &p);
+    let complete = |lines: &[Line]| clips(lines).into_iter().find(|c| c["status"] == "complete" && c["snapshot"].is_string());
+    assert!(sub_proc.wait_for(Duration::from_secs(60), |out, _| complete(out).is_some()), "no clip: {}", p.stderr_text());
+    let out = sub_proc.stdout();
+    let c = complete(&out).unwrap();
+    // Detection saw the sub-stream's pictures...
+    let new = messages(&out, "/events/gate").into_iter().find(|m| m["type"] == "new").unwrap();
+    assert_eq!(new["frame_size"], serde_json::json!([640, 360]), "{new}");
+    // ...while the recording, its clips and its snapshots are the main stream's.
+    let (_, (codec, _, width)) = fetch_video(http, c["clip"].as_str().unwrap(), dir.path());
+    assert_eq!((codec.as_str(), width), ("h264", 1920));
+    let snap = fetch(http, c["snapshot"].as_str().unwrap(), &[]);
+    assert_eq!(snap.code, 200, "{}", snap.text());
+    assert_eq!(jpeg_size(&snap.body), (1920, 1080));
+    assert_eq!(probe(&segments(&dir.path().join("state"))[0].2).2, 1920);
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(20)).success(), "{}", p.stderr_text());
 }
 
 #[test]

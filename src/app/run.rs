@@ -249,6 +249,9 @@ impl Service {
         let Some((tx, rx)) = self.rec.take() else { return };
         let Some(recorder) = recorder else { return };
         self.evidence = recorder.cache().map(|cache| Arc::new(Evidence::new(&tx, cache)));
+        if let Some(evidence) = &self.evidence {
+            self.record_control.serve_exports(evidence.clone(), tokio::runtime::Handle::current());
+        }
         drop(tx);
         let (handle, done) = (tokio::runtime::Handle::current(), self.inputs_done.clone());
         self.tasks.spawn_blocking("recorder", move || {

@@ -58,6 +58,17 @@ impl Camera {
                 return;
             }
         };
+        // With a sub-stream, it is the one decoded, and the main stream is only recorded.
+        let (source, record_source) = match self.config.detect_source.as_deref().map(Source::parse) {
+            Some(Ok(sub)) => (sub, Some(source)),
+            Some(Err(e)) => {
+                self.status.set_state(CameraState::Offline);
+                self.status.set_error(Some(e.to_string()));
+                tracing::error!(camera = %id, "camera cannot start: detect_source: {e}");
+                return;
+            }
+            None => (source, None),
+        };
         let spec = PipelineSpec {
             source: source.clone(),
             max_fps: Some(self.config.detect_fps),
@@ -67,6 +78,7 @@ impl Camera {
             rtsp_latency_ms: self.config.rtsp_latency_ms,
             connect_timeout: self.config.connect_timeout,
             record: self.record.clone(),
+            record_source,
         };
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max, 0.2);
         let mut seq = 0u64;

@@ -28,6 +28,7 @@ pub fn for_each_frame(file: &Path, fps: Option<f64>, fit: (u32, u32), mut f: imp
         rtsp_latency_ms: 0,
         connect_timeout: FILE_STALL,
         record: None,
+        record_source: None,
     };
     let mut pipeline = CapturePipeline::build(&spec, 0)?;
     pipeline.start().with_context(|| format!("cannot decode {}", file.display()))?;

@@ -75,6 +75,9 @@ pub struct PipelineSpec {
     pub connect_timeout: Duration,
     /// Record the encoded stream into segments (RTSP and file sources carrying H.264/H.265).
     pub record: Option<Arc<dyn EncodedSink>>,
+    /// The stream to record when it is not `source`: a camera's main stream, while `source` is its
+    /// lower-resolution sub-stream, the only one decoded.
+    pub record_source: Option<Source>,
 }
 
 /// The result of waiting for a frame.
@@ -133,7 +136,8 @@ impl CapturePipeline {
     /// Builds the pipeline for `spec` (not yet playing).
     pub fn build(spec: &PipelineSpec, camera: usize) -> Result<Self, CaptureError> {
         init()?;
-        let secrets = spec.source.gst_uri().map(|u| secrets_of(&u)).unwrap_or_default();
+        let secrets =
+            [Some(&spec.source), spec.record_source.as_ref()].into_iter().flatten().filter_map(|s| s.gst_uri()).flat_map(|u| secrets_of(&u)).collect();
         let pipeline = gst::Pipeline::new();
 
         // Tail: [videorate → rate caps] → scaler → size caps → appsink.
@@ -223,15 +227,17 @@ impl CapturePipeline {
                 on_video_pad(&caps);
                 filter.link(&tail[0]).map_err(|e| CaptureError::Build(e.to_string()))?;
             }
-            other @ (Source::Rtsp(_) | Source::File(_)) if spec.record.is_some() && !other.is_image() => {
+            other @ (Source::Rtsp(_) | Source::File(_)) if spec.record.is_some() && spec.record_source.is_none() && !other.is_image() => {
                 let sink = spec.record.clone().expect("checked");
                 writer = Some(build_split(&pipeline, other, spec, camera, &sink, tail_sink.clone(), Arc::new(on_video_pad))?);
             }
             other => {
-                if let (Some(rec), Source::V4l2(_)) = (&spec.record, other) {
+                if let (Some(rec), Some(main)) = (&spec.record, &spec.record_source) {
+                    writer = Some(build_record_only(&pipeline, main, spec, camera, rec)?);
+                } else if let (Some(rec), Source::V4l2(_)) = (&spec.record, other) {
                     rec.recordable(Some("V4L2 cameras deliver raw or MJPEG frames: recording copies an encoded H.264/H.265 stream".into()));
                 }
-                let decode = uri_bin("uridecodebin", &pipeline, spec)?;
+                let decode = uri_bin("uridecodebin", &pipeline, other, spec)?;
                 let linked = Arc::new(AtomicBool::new(false));
                 let pipeline_weak = pipeline.downgrade();
                 decode.connect_pad_added(move |_, pad| {
@@ -358,11 +364,11 @@ impl Drop for CapturePipeline {
     }
 }
 
-/// `uridecodebin` or `urisourcebin` for the spec's source, with the RTSP settings, added to `pipeline`.
-fn uri_bin(factory: &str, pipeline: &gst::Pipeline, spec: &PipelineSpec) -> Result<gst::Element, CaptureError> {
+/// `uridecodebin` or `urisourcebin` for `source`, with the spec's RTSP settings, added to `pipeline`.
+fn uri_bin(factory: &str, pipeline: &gst::Pipeline, source: &Source, spec: &PipelineSpec) -> Result<gst::Element, CaptureError> {
     let bin = make(factory)?;
-    bin.set_property("uri", spec.source.gst_uri().expect("non-test sources have a URI"));
-    if let Source::Rtsp(_) = spec.source {
+    bin.set_property("uri", source.gst_uri().expect("non-test sources have a URI"));
+    if let Source::Rtsp(_) = source {
         configure_rtsp(&bin, spec);
     }
     pipeline.add(&bin).map_err(|e| CaptureError::Build(e.to_string()))?;
@@ -420,7 +426,7 @@ fn build_split(
     tail_sink: gst::Pad,
     on_video_pad: OnVideoPad,
 ) -> Result<Writer, CaptureError> {
-    let src = uri_bin("urisourcebin", pipeline, spec)?;
+    let src = uri_bin("urisourcebin", pipeline, source, spec)?;
     let writer: Writer = Arc::default();
     let live = source.is_live();
     let weak = pipeline.downgrade();
@@ -462,6 +468,108 @@ fn build_split(
     Ok(writer)
 }
 
+/// A second source, only recorded: source → parse → segment writer, never decoded (a camera's main stream
+/// while its sub-stream is detected on). Returns the slot that will hold the writer.
+fn build_record_only(
+    pipeline: &gst::Pipeline,
+    source: &Source,
+    spec: &PipelineSpec,
+    camera: usize,
+    sink: &Arc<dyn EncodedSink>,
+) -> Result<Writer, CaptureError> {
+    let src = uri_bin("urisourcebin", pipeline, source, spec)?;
+    let writer: Writer = Arc::default();
+    let (weak, sink, slot, live) = (pipeline.downgrade(), sink.clone(), writer.clone(), source.is_live());
+    let video_taken = Arc::new(AtomicBool::new(false));
+    src.connect_pad_added(move |_, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let is_other_media = caps.structure(0).is_some_and(|s| s.name() == "application/x-rtp" && s.get::<&str>("media").is_ok_and(|m| m != "video"));
+        let Some(pipeline) = weak.upgrade() else { return };
+        let parse = match make("parsebin") {
+            Ok(p) if !is_other_media && !video_taken.load(Ordering::SeqCst) => p,
+            _ => return discard(&weak, pad),
+        };
+        let _ = pipeline.add(&parse);
+        let _ = parse.sync_state_with_parent();
+        if let Some(sink_pad) = parse.static_pad("sink") {
+            let _ = pad.link(&sink_pad);
+        }
+        let (weak, sink, slot, video_taken) = (weak.clone(), sink.clone(), slot.clone(), video_taken.clone());
+        parse.connect_pad_added(move |_, pad| {
+            let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+            let name = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+            if !name.starts_with("video/") || video_taken.swap(true, Ordering::SeqCst) {
+                return discard(&weak, pad);
+            }
+            let linked = match codec_of(&name) {
+                Some(codec) => record_branch(&weak, codec, live, &sink, &slot)
+                    .and_then(|q| pad.link(&q.static_pad("sink").expect("queue sink")).map(|_| ()).map_err(|e| CaptureError::Build(format!("{e:?}")))),
+                None => {
+                    sink.recordable(Some(format!("the main stream is {name}: only H.264 and H.265 are recorded (by copy, without re-encoding)")));
+                    discard(&weak, pad);
+                    Ok(())
+                }
+            };
+            match linked {
+                Ok(()) => sink.recordable(None),
+                Err(e) => tracing::warn!(camera, "cannot record the camera's main stream: {e}"),
+            }
+        });
+    });
+    Ok(writer)
+}
+
+/// The codec perch records a parsed stream as, when it records it at all.
+fn codec_of(caps_name: &str) -> Option<&'static str> {
+    match caps_name {
+        "video/x-h264" => Some("h264"),
+        "video/x-h265" => Some("h265"),
+        _ => None,
+    }
+}
+
+/// A queue, leaky on live sources (so a slow branch never stalls the other), holding up to `max_time`.
+fn branch_queue(max_time: Duration, live: bool) -> Result<gst::Element, CaptureError> {
+    let q = make("queue")?;
+    q.set_property("max-size-time", max_time.as_nanos() as u64);
+    q.set_property("max-size-buffers", 0u32);
+    q.set_property("max-size-bytes", 0u32);
+    if live {
+        q.set_property_from_str("leaky", "downstream");
+    }
+    Ok(q)
+}
+
+/// The recording branch: queue → the tap handing encoded frames to the camera's segment writer (opened
+/// now, into `slot`). Returns the queue, to link the stream into.
+fn record_branch(
+    weak: &gst::glib::WeakRef<gst::Pipeline>,
+    codec: &'static str,
+    live: bool,
+    sink: &Arc<dyn EncodedSink>,
+    slot: &Writer,
+) -> Result<gst::Element, CaptureError> {
+    let pipeline = weak.upgrade().ok_or_else(|| CaptureError::Build("pipeline gone".into()))?;
+    let err = |e: gst::glib::BoolError| CaptureError::Build(e.to_string());
+    let q_record = branch_queue(Duration::from_secs(2), live)?;
+    if live {
+        // A leaky queue signals overrun once for each frame it is about to drop. A file's queues block
+        // instead (reading waits for the slower branch): they signal overrun too, but nothing is lost.
+        let sink = sink.clone();
+        q_record.connect("overrun", false, move |_| {
+            sink.dropped();
+            None
+        });
+    }
+    *slot.lock().unwrap() = Some(sink.open(codec));
+    let tap = encoded::tap(slot.clone(), codec);
+    pipeline.add_many([&q_record, tap.upcast_ref()]).map_err(err)?;
+    q_record.link(&tap).map_err(err)?;
+    tap.sync_state_with_parent().map_err(err)?;
+    q_record.sync_state_with_parent().map_err(err)?;
+    Ok(q_record)
+}
+
 /// Links a parsed video pad: straight to a decoder, or through a tee to a decoder and the segment writer.
 #[allow(clippy::too_many_arguments)]
 fn link_video(
@@ -491,46 +599,20 @@ fn link_video(
             }
         });
     }
-    let codec = match caps_name {
-        "video/x-h264" => "h264",
-        "video/x-h265" => "h265",
-        other => {
-            sink.recordable(Some(format!("the stream is {other}: only H.264 and H.265 are recorded (by copy, without re-encoding)")));
-            pipeline.add(&decode).map_err(err)?;
-            decode.sync_state_with_parent().map_err(err)?;
-            pad.link(&decode.static_pad("sink").expect("decodebin sink")).map_err(|e| CaptureError::Build(format!("{e:?}")))?;
-            return Ok(());
-        }
-    };
-    let queue = |max_time: Duration| -> Result<gst::Element, CaptureError> {
-        let q = make("queue")?;
-        q.set_property("max-size-time", max_time.as_nanos() as u64);
-        q.set_property("max-size-buffers", 0u32);
-        q.set_property("max-size-bytes", 0u32);
-        if live {
-            q.set_property_from_str("leaky", "downstream");
-        }
-        Ok(q)
+    let Some(codec) = codec_of(caps_name) else {
+        sink.recordable(Some(format!("the stream is {caps_name}: only H.264 and H.265 are recorded (by copy, without re-encoding)")));
+        pipeline.add(&decode).map_err(err)?;
+        decode.sync_state_with_parent().map_err(err)?;
+        pad.link(&decode.static_pad("sink").expect("decodebin sink")).map_err(|e| CaptureError::Build(format!("{e:?}")))?;
+        return Ok(());
     };
     let tee = make("tee")?;
-    let q_decode = queue(Duration::from_secs(2))?;
-    let q_record = queue(Duration::from_secs(2))?;
-    if live {
-        // A leaky queue signals overrun once for each frame it is about to drop. A file's queues block
-        // instead (reading waits for the slower branch): they signal overrun too, but nothing is lost.
-        let sink = sink.clone();
-        q_record.connect("overrun", false, move |_| {
-            sink.dropped();
-            None
-        });
-    }
-    *slot.lock().unwrap() = Some(sink.open(codec));
-    let tap = encoded::tap(slot.clone(), codec);
-    let all: [&gst::Element; 5] = [&tee, &q_decode, &decode, &q_record, tap.upcast_ref()];
-    pipeline.add_many(all).map_err(err)?;
-    gst::Element::link_many([&tee, &q_record, tap.upcast_ref()]).map_err(err)?;
+    let q_decode = branch_queue(Duration::from_secs(2), live)?;
+    pipeline.add_many([&tee, &q_decode, &decode]).map_err(err)?;
     gst::Element::link_many([&tee, &q_decode, &decode]).map_err(err)?;
-    for e in all.iter().rev() {
+    let q_record = record_branch(weak, codec, live, sink, slot)?;
+    tee.link(&q_record).map_err(err)?;
+    for e in [&decode, &q_decode, &tee] {
         e.sync_state_with_parent().map_err(err)?;
     }
     pad.link(&tee.static_pad("sink").expect("tee sink")).map_err(|e| CaptureError::Build(format!("{e:?}")))?;

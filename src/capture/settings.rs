@@ -25,6 +25,9 @@ pub struct CaptureSettings {
     pub id: String,
     /// The source URI (credentials included: only [`super::CameraStatus::source`] is printed).
     pub source: String,
+    /// A lower-resolution stream of the same camera to decode for detection instead; `source` is then
+    /// only recorded.
+    pub detect_source: Option<String>,
     /// Frames per second handed to the detector.
     pub detect_fps: f64,
     pub rtsp_transport: RtspTransport,

@@ -127,10 +127,13 @@ struct EventView<'a> {
     label: Option<&'a str>,
     start: String,
     end: Option<String>,
-    /// The video it holds (with pre- and post-roll).
+    /// The video it holds (with pre- and post-roll); the end is unset while it grows (the event lasts and
+    /// its object moves).
     video_start: String,
     video_end: Option<String>,
     open: bool,
+    /// Its object stands still (a parked car): its video ends where it stopped, plus post-roll.
+    stationary: bool,
     interrupted: bool,
     clip: String,
     snapshot: Option<String>,
@@ -146,8 +149,9 @@ impl<'a> From<&'a EventRef> for EventView<'a> {
             start: at(e.start_ms),
             end: e.end_ms.map(at),
             video_start: at(e.from_ms),
-            video_end: e.to_ms.map(at),
+            video_end: e.to_ms.or(e.still_to_ms).map(at),
             open: e.is_open(),
+            stationary: e.is_open() && e.still_to_ms.is_some(),
             interrupted: e.interrupted,
             clip: format!("/api/clips/{}.mp4", e.id),
             snapshot: e.snapshot_bytes.map(|_| format!("/api/snapshots/{}.jpg", e.id)),

@@ -7,6 +7,14 @@
 //! ```
 //!
 //! Starting twice returns the running recording; a recording never stopped ends after `record.manual_max_s`.
+//!
+//! ```json
+//! {"action": "export", "camera": "gate", "from": "2026-12-01T10:00:00Z", "to": "2026-12-01T10:05:00Z"}
+//!   → {"ok": true, "url": "/api/export.mp4?camera=gate&from=…&to=…", …}
+//! ```
+//!
+//! An export is made from the segments (by copy) into the clip cache right away, so fetching the URL (with
+//! the HTTP bearer token) serves it at once; times are RFC 3339 or ms since the epoch.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,6 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::config::CameraRecordConfig;
+use super::handle::Evidence;
 use super::recorder::RecorderMsg;
 use super::store::{EventRef, ms};
 use crate::events::schema::rfc3339;
@@ -28,6 +37,8 @@ pub struct RecordControl {
     cameras: Vec<(String, Option<CameraRecordConfig>)>,
     manual_max: Duration,
     running: Mutex<HashMap<usize, (String, u64)>>,
+    /// Makes exports, once the recorder runs.
+    exports: std::sync::OnceLock<(std::sync::Arc<Evidence>, tokio::runtime::Handle)>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +49,16 @@ struct Request {
     #[serde(default)]
     #[allow(dead_code)]
     id: Option<Value>,
+    /// The span of an export.
+    #[serde(default)]
+    from: Option<Value>,
+    #[serde(default)]
+    to: Option<Value>,
+}
+
+/// RFC 3339 or ms since the epoch.
+fn time_of(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| humantime::parse_rfc3339_weak(v.as_str()?).ok().map(ms))
 }
 
 fn err(msg: String) -> Value {
@@ -46,14 +67,43 @@ fn err(msg: String) -> Value {
 
 impl RecordControl {
     pub fn new(tx: &mpsc::Sender<RecorderMsg>, cameras: Vec<(String, Option<CameraRecordConfig>)>, manual_max: Duration) -> Self {
-        Self { tx: tx.downgrade(), cameras, manual_max, running: Mutex::new(HashMap::new()) }
+        Self { tx: tx.downgrade(), cameras, manual_max, running: Mutex::new(HashMap::new()), exports: Default::default() }
+    }
+
+    /// Exports are made through `evidence`, on `runtime`, from now on.
+    pub fn serve_exports(&self, evidence: std::sync::Arc<Evidence>, runtime: tokio::runtime::Handle) {
+        let _ = self.exports.set((evidence, runtime));
+    }
+
+    fn export(&self, camera: &str, from: Option<&Value>, to: Option<&Value>) -> Value {
+        let (Some(from), Some(to)) = (from.and_then(time_of), to.and_then(time_of)) else {
+            return err("an export needs \"from\" and \"to\": RFC 3339 times or ms since the epoch".into());
+        };
+        if from >= to {
+            return err("\"from\" must be before \"to\"".into());
+        }
+        let Some((evidence, runtime)) = self.exports.get() else { return err("recording has not started yet: try again in a moment".into()) };
+        let (evidence, id) = (evidence.clone(), camera.to_string());
+        runtime.spawn(async move {
+            match evidence.export(&id, from, to).await {
+                Ok(made) => tracing::info!(camera = %id, gaps = made.gaps.len(), segments = made.span.segments.len(), "export made on command"),
+                Err(e) => tracing::warn!(camera = %id, "export on command failed: {e}"),
+            }
+        });
+        let url = format!("/api/export.mp4?camera={camera}&from={from}&to={to}");
+        let at = |t: u64| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(t));
+        json!({ "ok": true, "camera": camera, "from": at(from), "to": at(to), "url": url })
     }
 
     /// Answers one `record` command.
     pub fn command(&self, payload: &Value) -> Value {
         let req: Request = match serde_json::from_value(payload.clone()) {
             Ok(r) => r,
-            Err(e) => return err(format!("bad record command ({e}): send {{\"action\": \"start\"|\"stop\", \"camera\": \"<camera id>\"}}")),
+            Err(e) => {
+                return err(format!(
+                    "bad record command ({e}): send {{\"action\": \"start\"|\"stop\"|\"export\", \"camera\": \"<camera id>\"}} (export: with \"from\" and \"to\")"
+                ));
+            }
         };
         let Some(index) = self.cameras.iter().position(|(id, _)| *id == req.camera) else {
             let known: Vec<&str> = self.cameras.iter().map(|(id, _)| id.as_str()).collect();
@@ -65,6 +115,9 @@ impl RecordControl {
                 req.camera
             ));
         };
+        if req.action == "export" {
+            return self.export(&req.camera, req.from.as_ref(), req.to.as_ref());
+        }
         let Some(tx) = self.tx.upgrade() else { return err("recording has stopped: perch is shutting down".into()) };
         let now = SystemTime::now();
         let now_ms = ms(now);
@@ -114,7 +167,7 @@ impl RecordControl {
                 }
                 json!({ "ok": true, "id": id, "camera": req.camera, "stopped": rfc3339(now), "clip": clip(&id) })
             }
-            other => err(format!("unknown action {other:?}: use \"start\" or \"stop\"")),
+            other => err(format!("unknown action {other:?}: use \"start\", \"stop\" or \"export\"")),
         }
     }
 }
@@ -148,7 +201,10 @@ mod tests {
             (json!({"action": "stop", "camera": "gate"}), "send action \"start\" first"),
             (json!({"action": "start", "camera": "nope"}), "cameras are gate, yard"),
             (json!({"action": "start", "camera": "yard"}), "enabled = true"),
-            (json!({"action": "pause", "camera": "gate"}), "use \"start\" or \"stop\""),
+            (json!({"action": "pause", "camera": "gate"}), "use \"start\", \"stop\" or \"export\""),
+            (json!({"action": "export", "camera": "gate", "from": 5}), "needs \"from\" and \"to\""),
+            (json!({"action": "export", "camera": "gate", "from": 5, "to": 2}), "before"),
+            (json!({"action": "export", "camera": "gate", "from": "2026-12-01T10:00:00Z", "to": 1_796_119_300_000u64}), "not started yet"),
             (json!({"camera": "gate"}), "bad record command"),
         ] {
             let r = ctl.command(&cmd);

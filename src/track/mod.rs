@@ -70,6 +70,10 @@ pub struct TrackEvent {
 
 /// A box overlapping where the object was by at least this much has not moved.
 pub const STILL_IOU: f32 = 0.9;
+/// A stationary object has moved again only once its box overlaps where it stood by less than this: the
+/// boxes of a parked car jitter by more than 0.9 allows (light, people passing in front), and each jitter
+/// would otherwise end its event and start a new one.
+pub const MOVE_IOU: f32 = 0.7;
 
 #[derive(Debug, Clone)]
 struct Track {
@@ -95,11 +99,16 @@ struct Track {
     matched: bool,
     /// Picture size of the latest sighting.
     size: (u32, u32),
-    /// Where the object last moved to, and when: it has not moved while its box stays within
-    /// [`STILL_IOU`] of this one.
+    /// Where the object last moved to, and when: it stands still while its box stays within [`STILL_IOU`]
+    /// of this one.
     anchor: [f32; 4],
     anchor_at: SystemTime,
-    /// It moved in the frame being processed.
+    /// The same with [`MOVE_IOU`]: where it settled, and since when (detections jitter, so the strict
+    /// anchor moves now and then while the object does not). A stationary object stopped then, and moves
+    /// again when it leaves this box.
+    settled: [f32; 4],
+    settled_at: SystemTime,
+    /// It left its settled box in the frame being processed.
     moved: bool,
     /// Since when it has stood still, once it is stationary.
     still_since: Option<SystemTime>,
@@ -215,6 +224,8 @@ impl Tracker {
                 size,
                 anchor: d.bbox,
                 anchor_at: now,
+                settled: d.bbox,
+                settled_at: now,
                 moved: false,
                 still_since: None,
             };
@@ -262,7 +273,7 @@ impl Tracker {
                     self.events.push(event(EventKind::New, camera, t));
                 }
             } else if cfg.stationary_after_s > 0.0 && secs(now, t.anchor_at) >= cfg.stationary_after_s {
-                t.still_since = Some(t.anchor_at);
+                t.still_since = Some(t.settled_at);
                 mark_sent(t, now);
                 self.events.push(event(EventKind::Update, camera, t));
             } else if significant(t, now, cfg) {
@@ -313,8 +324,12 @@ fn observe(t: &mut Track, d: &Detection, frame: &FrameInfo, cfg: &TrackerConfig,
         t.top_score = d.score;
         t.best = BestFrame { seq: frame.seq, wall: frame.wall, score: d.score, bbox: d.bbox };
     }
-    t.moved = iou(&t.anchor, &d.bbox) < STILL_IOU;
+    if iou(&t.anchor, &d.bbox) < STILL_IOU {
+        (t.anchor, t.anchor_at) = (d.bbox, frame.wall);
+    }
+    t.moved = iou(&t.settled, &d.bbox) < MOVE_IOU;
     if t.moved {
+        (t.settled, t.settled_at) = (d.bbox, frame.wall);
         (t.anchor, t.anchor_at) = (d.bbox, frame.wall);
     }
     let ground = [(d.bbox[0] + d.bbox[2]) / 2.0 / size.0 as f32, d.bbox[3] / size.1 as f32];
