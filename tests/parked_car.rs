@@ -132,7 +132,7 @@ fn a_car_parked_for_15_minutes_is_one_quiet_event_that_holds_only_its_arrival() 
     assert_eq!(rec["evicted_segments"]["low_disk"], 0, "{rec}");
     let stored = rec["segment_bytes"].as_u64().unwrap();
     let written = rec["cameras"][0]["bytes"].as_u64().unwrap();
-    eprintln!("parked car: {written} bytes recorded in {parked_s}+ s, {stored} kept; the car's event holds {held_ms} ms");
+    eprintln!("parked car: {written} bytes recorded in {parked_s}+ s, {stored} kept; the car's event holds {held_ms} ms; messages about it: {kinds:?}");
     assert!(written > QUOTA, "the stream wrote {written} bytes: too little to show that the car does not pin it");
     assert!(stored < QUOTA / 2, "{stored} bytes kept");
     p.signal("TERM");

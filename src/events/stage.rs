@@ -193,21 +193,13 @@ impl EventStage {
             EventKind::Update => return,
         };
         let still_to_ms = e.stationary_since.map(|t| ms(t) + roll(rec.post_roll_s));
+        let start = ms(e.start);
         let ev = EventRef {
-            id,
-            camera: self.cameras[e.camera].0.clone(),
-            kind: "event".into(),
-            label: Some(e.label.to_string()),
-            start_ms: ms(e.start),
             end_ms: ended.then(|| ms(e.last_seen)),
-            from_ms: ms(e.start).saturating_sub(roll(rec.pre_roll_s)),
             to_ms: ended.then(|| still_to_ms.unwrap_or(ms(e.last_seen) + roll(rec.post_roll_s))),
             still_to_ms,
-            auto_end_ms: None,
-            seq: None,
-            snapshot_bytes: None,
             best: Some(Sighting { at_ms: ms(e.best.wall), bbox: e.best.bbox, frame_size: [e.frame_size.0, e.frame_size.1] }),
-            interrupted: false,
+            ..EventRef::starting(id, self.cameras[e.camera].0.clone(), "event", Some(e.label.to_string()), start, start.saturating_sub(roll(rec.pre_roll_s)))
         };
         let snapshot = if ended { self.snapshots.remove(&(e.camera, e.track_id)).map(Box::new) } else { None };
         if tx.try_send(RecorderMsg::Event { ev, snapshot }).is_err() {

@@ -129,20 +129,10 @@ impl RecordControl {
         let clip = |id: &str| format!("/api/clips/{id}.mp4");
         let pre = (rec.pre_roll_s * 1000.0) as u64;
         let manual = |id: &str, started: u64, ended: Option<u64>| EventRef {
-            id: id.to_string(),
-            camera: req.camera.clone(),
-            kind: "manual".into(),
-            label: None,
-            start_ms: started,
             end_ms: ended,
-            from_ms: started.saturating_sub(pre),
             to_ms: ended.map(|t| t + (rec.post_roll_s * 1000.0) as u64),
-            still_to_ms: None,
             auto_end_ms: Some(started + self.manual_max.as_millis() as u64),
-            seq: None,
-            snapshot_bytes: None,
-            best: None,
-            interrupted: false,
+            ..EventRef::starting(id.to_string(), req.camera.clone(), "manual", None, started, started.saturating_sub(pre))
         };
         match req.action.as_str() {
             "start" => {

@@ -261,22 +261,8 @@ mod tests {
     use super::*;
 
     fn ev(id: &str, camera: &str, from_ms: u64, to_ms: Option<u64>, label: &str) -> EventRef {
-        EventRef {
-            id: id.into(),
-            camera: camera.into(),
-            kind: "event".into(),
-            label: Some(label.into()),
-            start_ms: from_ms + 5000,
-            end_ms: to_ms.map(|t| t - 10_000),
-            from_ms,
-            to_ms,
-            still_to_ms: None,
-            auto_end_ms: None,
-            seq: None,
-            snapshot_bytes: None,
-            best: None,
-            interrupted: false,
-        }
+        let start = EventRef::starting(id.into(), camera.into(), "event", Some(label.into()), from_ms + 5000, from_ms);
+        EventRef { end_ms: to_ms.map(|t| t - 10_000), to_ms, ..start }
     }
 
     #[test]

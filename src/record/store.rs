@@ -88,6 +88,27 @@ pub struct Sighting {
 }
 
 impl EventRef {
+    /// An event (`kind` `event`) or manual recording (`manual`) of `camera`, first seen at `start_ms`,
+    /// holding video from `from_ms` on; the rest is set as it goes.
+    pub fn starting(id: String, camera: String, kind: &str, label: Option<String>, start_ms: u64, from_ms: u64) -> Self {
+        Self {
+            id,
+            camera,
+            kind: kind.into(),
+            label,
+            start_ms,
+            end_ms: None,
+            from_ms,
+            to_ms: None,
+            still_to_ms: None,
+            auto_end_ms: None,
+            seq: None,
+            snapshot_bytes: None,
+            best: None,
+            interrupted: false,
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.to_ms.is_none()
     }
@@ -204,22 +225,7 @@ impl Store {
         for f in std::fs::read_dir(old.join("pending")).into_iter().flatten().flatten() {
             let job = std::fs::read(f.path()).ok().and_then(|b| serde_json::from_slice::<OldJob>(&b).ok());
             if let Some(j) = job.filter(|j| wanted.contains(j.camera.as_str()) && !self.events.contains_key(&j.id)) {
-                let ev = EventRef {
-                    id: j.id,
-                    camera: j.camera,
-                    kind: j.kind,
-                    label: j.label,
-                    start_ms: j.from_ms,
-                    end_ms: Some(j.to_ms),
-                    from_ms: j.from_ms,
-                    to_ms: Some(j.to_ms),
-                    still_to_ms: None,
-                    auto_end_ms: None,
-                    seq: None,
-                    snapshot_bytes: None,
-                    best: None,
-                    interrupted: false,
-                };
+                let ev = EventRef { end_ms: Some(j.to_ms), to_ms: Some(j.to_ms), ..EventRef::starting(j.id, j.camera, &j.kind, j.label, j.from_ms, j.from_ms) };
                 if self.put_event(&ev).is_ok() {
                     self.events.insert(ev.id.clone(), ev);
                 }
@@ -509,22 +515,7 @@ mod tests {
     }
 
     fn event(id: &str, to_ms: Option<u64>) -> EventRef {
-        EventRef {
-            id: id.into(),
-            camera: "gate".into(),
-            kind: "event".into(),
-            label: Some("person".into()),
-            start_ms: 1500,
-            end_ms: to_ms.map(|t| t - 500),
-            from_ms: 1000,
-            to_ms,
-            still_to_ms: None,
-            auto_end_ms: None,
-            seq: None,
-            snapshot_bytes: None,
-            best: None,
-            interrupted: false,
-        }
+        EventRef { end_ms: to_ms.map(|t| t - 500), to_ms, ..EventRef::starting(id.into(), "gate".into(), "event", Some("person".into()), 1500, 1000) }
     }
 
     #[test]
