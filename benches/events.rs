@@ -167,6 +167,8 @@ async fn latency(dir: &Path, port: u16) -> Option<(f64, f64, f64, usize)> {
             .collect::<Vec<f64>>()
     });
     let mut lat = Vec::new();
+    // Messages of other types on the same topic (`clip`: a recording is ready) carry no `last_seen`.
+    let mut other = 0usize;
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_secs(3), eventloop.poll()).await {
@@ -174,9 +176,10 @@ async fn latency(dir: &Path, port: u16) -> Option<(f64, f64, f64, usize)> {
                 let now = SystemTime::now();
                 let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
                 // The frame that caused a new/update is the one last seen; an `end` is sent end_after_s later.
-                if v["type"] != "end" {
-                    let seen = humantime::parse_rfc3339(v["last_seen"].as_str().unwrap()).unwrap();
-                    lat.push(now.duration_since(seen).unwrap_or_default().as_secs_f64() * 1e3);
+                match (v["type"].as_str(), v["last_seen"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok())) {
+                    (Some("new" | "update"), Some(seen)) => lat.push(now.duration_since(seen).unwrap_or_default().as_secs_f64() * 1e3),
+                    (Some("end"), _) => {}
+                    _ => other += 1,
                 }
             }
             Ok(Ok(_)) => {}
@@ -185,6 +188,7 @@ async fn latency(dir: &Path, port: u16) -> Option<(f64, f64, f64, usize)> {
         }
     }
     let mut inference = frames.join().unwrap();
+    println!("  ({other} messages of other types, e.g. clip, not timed)");
     if lat.is_empty() || inference.is_empty() {
         return None;
     }
