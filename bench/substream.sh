@@ -26,8 +26,11 @@ media="$ROOT/target/bench-media"
 mkdir -p "$media"
 for size in 1920x1080 640x360; do
   out="$media/street-$size.mp4"
-  [ -f "$out" ] || ffmpeg -nostdin -v error -y -i "$SRC" -vf "scale=${size/x/:}" -c:v libx264 -preset veryfast -g 25 -keyint_min 25 \
-    -bf 0 -pix_fmt yuv420p -an "$out.tmp.mp4" && mv "$out.tmp.mp4" "$out"
+  if [ ! -f "$out" ]; then
+    ffmpeg -nostdin -v error -y -i "$SRC" -vf "scale=${size/x/:}" -c:v libx264 -preset veryfast -g 25 -keyint_min 25 \
+      -bf 0 -pix_fmt yuv420p -an "$out.tmp.mp4"
+    mv "$out.tmp.mp4" "$out"
+  fi
 done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
