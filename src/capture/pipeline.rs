@@ -415,23 +415,16 @@ pub(crate) fn discard(pipeline: &gst::glib::WeakRef<gst::Pipeline>, pad: &gst::P
 
 type OnVideoPad = Arc<dyn Fn(&gst::CapsRef) -> Option<()> + Send + Sync>;
 
-/// Source → parse → tee → (decode → tail) + (encoded frames → segment writer). Returns the slot that
-/// will hold the writer once the stream's video pad shows it is recordable.
-fn build_split(
+/// Opens `source` (`urisourcebin`: for RTSP one session) and parses it (`parsebin`); the first parsed
+/// video pad is handed to `on_video` with its caps name, everything else is discarded.
+fn parsed_video(
     pipeline: &gst::Pipeline,
     source: &Source,
     spec: &PipelineSpec,
-    camera: usize,
-    sink: &Arc<dyn EncodedSink>,
-    tail_sink: gst::Pad,
-    on_video_pad: OnVideoPad,
-) -> Result<Writer, CaptureError> {
+    on_video: impl Fn(&gst::glib::WeakRef<gst::Pipeline>, &gst::Pad, &str) + Clone + Send + Sync + 'static,
+) -> Result<(), CaptureError> {
     let src = uri_bin("urisourcebin", pipeline, source, spec)?;
-    let writer: Writer = Arc::default();
-    let live = source.is_live();
     let weak = pipeline.downgrade();
-    let sink = sink.clone();
-    let slot = writer.clone();
     let video_taken = Arc::new(AtomicBool::new(false));
     src.connect_pad_added(move |_, pad| {
         // RTSP: one pad per media; only video is parsed. Files: one byte stream, demuxed by parsebin.
@@ -451,8 +444,7 @@ fn build_split(
         if let Some(sink_pad) = parse.static_pad("sink") {
             let _ = pad.link(&sink_pad);
         }
-        let (weak, sink, slot, video_taken, tail_sink, on_video_pad) =
-            (weak.clone(), sink.clone(), slot.clone(), video_taken.clone(), tail_sink.clone(), on_video_pad.clone());
+        let (weak, video_taken, on_video) = (weak.clone(), video_taken.clone(), on_video.clone());
         parse.connect_pad_added(move |_, pad| {
             let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
             let name = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
@@ -460,11 +452,30 @@ fn build_split(
                 discard(&weak, pad);
                 return;
             }
-            if let Err(e) = link_video(&weak, pad, &name, live, &sink, &slot, &tail_sink, &on_video_pad) {
-                tracing::warn!(camera, "cannot set up the camera's stream: {e}");
-            }
+            on_video(&weak, pad, &name);
         });
     });
+    Ok(())
+}
+
+/// Source → parse → tee → (decode → tail) + (encoded frames → segment writer). Returns the slot that
+/// will hold the writer once the stream's video pad shows it is recordable.
+fn build_split(
+    pipeline: &gst::Pipeline,
+    source: &Source,
+    spec: &PipelineSpec,
+    camera: usize,
+    sink: &Arc<dyn EncodedSink>,
+    tail_sink: gst::Pad,
+    on_video_pad: OnVideoPad,
+) -> Result<Writer, CaptureError> {
+    let writer: Writer = Arc::default();
+    let (live, sink, slot) = (source.is_live(), sink.clone(), writer.clone());
+    parsed_video(pipeline, source, spec, move |weak, pad, name| {
+        if let Err(e) = link_video(weak, pad, name, live, &sink, &slot, &tail_sink, &on_video_pad) {
+            tracing::warn!(camera, "cannot set up the camera's stream: {e}");
+        }
+    })?;
     Ok(writer)
 }
 
@@ -477,45 +488,21 @@ fn build_record_only(
     camera: usize,
     sink: &Arc<dyn EncodedSink>,
 ) -> Result<Writer, CaptureError> {
-    let src = uri_bin("urisourcebin", pipeline, source, spec)?;
     let writer: Writer = Arc::default();
-    let (weak, sink, slot, live) = (pipeline.downgrade(), sink.clone(), writer.clone(), source.is_live());
-    let video_taken = Arc::new(AtomicBool::new(false));
-    src.connect_pad_added(move |_, pad| {
-        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
-        let is_other_media = caps.structure(0).is_some_and(|s| s.name() == "application/x-rtp" && s.get::<&str>("media").is_ok_and(|m| m != "video"));
-        let Some(pipeline) = weak.upgrade() else { return };
-        let parse = match make("parsebin") {
-            Ok(p) if !is_other_media && !video_taken.load(Ordering::SeqCst) => p,
-            _ => return discard(&weak, pad),
+    let (live, sink, slot) = (source.is_live(), sink.clone(), writer.clone());
+    parsed_video(pipeline, source, spec, move |weak, pad, name| {
+        let Some(codec) = codec_of(name) else {
+            sink.recordable(Some(format!("the main stream is {name}: only H.264 and H.265 are recorded (by copy, without re-encoding)")));
+            discard(weak, pad);
+            return;
         };
-        let _ = pipeline.add(&parse);
-        let _ = parse.sync_state_with_parent();
-        if let Some(sink_pad) = parse.static_pad("sink") {
-            let _ = pad.link(&sink_pad);
+        let linked = record_branch(weak, codec, live, &sink, &slot)
+            .and_then(|q| pad.link(&q.static_pad("sink").expect("queue sink")).map_err(|e| CaptureError::Build(format!("{e:?}"))));
+        match linked {
+            Ok(_) => sink.recordable(None),
+            Err(e) => tracing::warn!(camera, "cannot record the camera's main stream: {e}"),
         }
-        let (weak, sink, slot, video_taken) = (weak.clone(), sink.clone(), slot.clone(), video_taken.clone());
-        parse.connect_pad_added(move |_, pad| {
-            let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
-            let name = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
-            if !name.starts_with("video/") || video_taken.swap(true, Ordering::SeqCst) {
-                return discard(&weak, pad);
-            }
-            let linked = match codec_of(&name) {
-                Some(codec) => record_branch(&weak, codec, live, &sink, &slot)
-                    .and_then(|q| pad.link(&q.static_pad("sink").expect("queue sink")).map(|_| ()).map_err(|e| CaptureError::Build(format!("{e:?}")))),
-                None => {
-                    sink.recordable(Some(format!("the main stream is {name}: only H.264 and H.265 are recorded (by copy, without re-encoding)")));
-                    discard(&weak, pad);
-                    Ok(())
-                }
-            };
-            match linked {
-                Ok(()) => sink.recordable(None),
-                Err(e) => tracing::warn!(camera, "cannot record the camera's main stream: {e}"),
-            }
-        });
-    });
+    })?;
     Ok(writer)
 }
 
