@@ -253,7 +253,7 @@ impl Recorder {
     /// Ends what is still open at shutdown: manual recordings (events were ended by the event stage).
     fn end_open(&self, st: &mut State) {
         let now = ms(SystemTime::now());
-        let open: Vec<EventRef> = st.store.events().filter(|e| e.is_open()).cloned().collect();
+        let open: Vec<EventRef> = st.store.unfinished().filter(|e| e.is_open()).cloned().collect();
         for mut ev in open {
             let to = ev.auto_end_ms.map_or(now, |t| t.min(now)).max(ev.from_ms);
             (ev.to_ms, ev.end_ms) = (Some(to), Some(to));
@@ -265,7 +265,7 @@ impl Recorder {
     /// event whose video is recorded (or whose wait is over, or all of them at shutdown).
     fn publish_due(&self, st: &mut State, all: bool) {
         let now = ms(SystemTime::now());
-        let expired: Vec<EventRef> = st.store.events().filter(|e| e.is_open() && e.auto_end_ms.is_some_and(|t| t <= now)).cloned().collect();
+        let expired: Vec<EventRef> = st.store.unfinished().filter(|e| e.is_open() && e.auto_end_ms.is_some_and(|t| t <= now)).cloned().collect();
         for mut ev in expired {
             tracing::info!(recording = %ev.id, "manual recording reached record.manual_max_s; stopping it");
             (ev.to_ms, ev.end_ms) = (ev.auto_end_ms, ev.auto_end_ms);
@@ -274,7 +274,7 @@ impl Recorder {
         let wait_ms = (self.config.clip_wait_s * 1000.0) as u64;
         let due: Vec<EventRef> = st
             .store
-            .events()
+            .unfinished()
             .filter(|e| e.seq.is_none())
             .filter(|e| e.to_ms.is_some_and(|to| all || now >= to + wait_ms || st.store.last_segment(&e.camera).is_some_and(|s| s.end_ms >= to)))
             .cloned()
@@ -282,7 +282,7 @@ impl Recorder {
         for ev in due {
             self.publish(st, ev);
         }
-        let waiting = st.store.events().filter(|e| e.seq.is_none() && !e.is_open()).count();
+        let waiting = st.store.unfinished().filter(|e| e.seq.is_none() && !e.is_open()).count();
         self.stats.pending_clips.store(waiting as u64, Relaxed);
     }
 
@@ -451,7 +451,7 @@ impl Recorder {
         self.stats.cache_bytes.store(cache, Relaxed);
         self.stats.store_bytes.store(segment_bytes + cache + st.store.snapshot_bytes(), Relaxed);
         self.stats.segments.store(st.store.segment_count() as u64, Relaxed);
-        self.stats.events.store(st.store.events().count() as u64, Relaxed);
+        self.stats.events.store(st.store.event_count() as u64, Relaxed);
         self.stats.clips_made.store(st.cache.made.load(Relaxed), Relaxed);
         if let Some((free, _)) = st.store.disk_space() {
             self.stats.free_bytes.store(free, Relaxed);

@@ -22,7 +22,7 @@
 //! after the upgrade that folder is removed (its clips were copies of segments), and the clip requests still
 //! pending in it become event references.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -139,6 +139,9 @@ pub struct Store {
     root: PathBuf,
     segments: HashMap<String, BTreeMap<u64, Segment>>,
     events: BTreeMap<String, EventRef>,
+    /// Ids of the events still open or whose `clip` message is not sent: what the recorder looks at every
+    /// tick, without walking days of finished events.
+    unfinished: BTreeSet<String>,
 }
 
 pub use crate::util::unix_ms as ms;
@@ -159,7 +162,7 @@ impl Store {
         let mut rec = Recovery::default();
         let wanted: HashSet<&str> = cameras.iter().map(String::as_str).collect();
         let segments = read_segments(&seg_root, cameras, &wanted, &mut rec)?;
-        let mut store = Self { root: root.to_path_buf(), segments, events: BTreeMap::new() };
+        let mut store = Self { root: root.to_path_buf(), segments, events: BTreeMap::new(), unfinished: BTreeSet::new() };
         store.read_events(&wanted, &mut rec)?;
         store.migrate_clips(&wanted, &mut rec);
         store.close_interrupted(&mut rec);
@@ -175,7 +178,7 @@ impl Store {
             match path.extension().and_then(|e| e.to_str()) {
                 Some("json") => match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<EventRef>(&b).ok()) {
                     Some(ev) if wanted.contains(ev.camera.as_str()) && path.file_stem().is_some_and(|s| *s == *ev.id) => {
-                        self.events.insert(ev.id.clone(), ev);
+                        self.index(ev);
                     }
                     _ => {
                         let _ = std::fs::remove_file(&path);
@@ -227,7 +230,7 @@ impl Store {
             if let Some(j) = job.filter(|j| wanted.contains(j.camera.as_str()) && !self.events.contains_key(&j.id)) {
                 let ev = EventRef { end_ms: Some(j.to_ms), to_ms: Some(j.to_ms), ..EventRef::starting(j.id, j.camera, &j.kind, j.label, j.from_ms, j.from_ms) };
                 if self.put_event(&ev).is_ok() {
-                    self.events.insert(ev.id.clone(), ev);
+                    self.index(ev);
                 }
             }
         }
@@ -252,7 +255,7 @@ impl Store {
 
     /// Events still open from before an unclean stop end where their camera's recording ended.
     fn close_interrupted(&mut self, rec: &mut Recovery) {
-        let open: Vec<String> = self.events.values().filter(|e| e.is_open()).map(|e| e.id.clone()).collect();
+        let open: Vec<String> = self.unfinished().filter(|e| e.is_open()).map(|e| e.id.clone()).collect();
         for id in open {
             let Some(mut ev) = self.events.get(&id).cloned() else { continue };
             let last = self.last_segment(&ev.camera).map(|s| s.end_ms).unwrap_or(ev.from_ms).max(ev.from_ms);
@@ -260,7 +263,7 @@ impl Store {
             ev.end_ms = Some(ev.end_ms.unwrap_or(last).max(ev.start_ms));
             ev.interrupted = true;
             if self.put_event(&ev).is_ok() {
-                self.events.insert(id, ev);
+                self.index(ev);
                 rec.events_closed += 1;
             }
         }
@@ -349,8 +352,26 @@ impl Store {
     /// Writes an event's reference (atomically, synced) and indexes it.
     pub fn save_event(&mut self, ev: EventRef) -> Result<(), RecordError> {
         self.put_event(&ev)?;
-        self.events.insert(ev.id.clone(), ev);
+        self.index(ev);
         Ok(())
+    }
+
+    fn index(&mut self, ev: EventRef) {
+        if ev.is_open() || ev.seq.is_none() {
+            self.unfinished.insert(ev.id.clone());
+        } else {
+            self.unfinished.remove(&ev.id);
+        }
+        self.events.insert(ev.id.clone(), ev);
+    }
+
+    pub fn event_count(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Events still open, or whose `clip` message is not sent yet.
+    pub fn unfinished(&self) -> impl Iterator<Item = &EventRef> {
+        self.unfinished.iter().filter_map(|id| self.events.get(id))
     }
 
     fn put_event(&self, ev: &EventRef) -> Result<(), RecordError> {
@@ -361,6 +382,7 @@ impl Store {
     /// Forgets an event and deletes its files; returns the bytes of its snapshot.
     pub fn remove_event(&mut self, id: &str) -> Option<EventRef> {
         let ev = self.events.remove(id)?;
+        self.unfinished.remove(id);
         for ext in ["json", "jpg"] {
             let _ = std::fs::remove_file(self.event_path(id, ext));
         }
@@ -566,6 +588,17 @@ mod tests {
         let ev = store.event("ev2").expect("the pending request became an event reference");
         assert_eq!((ev.from_ms, ev.to_ms, ev.label.as_deref(), ev.seq), (1000, Some(9000), Some("car"), None));
         assert!(root.join("events/ev2.json").exists());
+        // Until its clip message is sent, it is among the unfinished; then it is not, on disk too.
+        let ids = |s: &Store| s.unfinished().map(|e| e.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&store), ["ev2"]);
+        let mut store = store;
+        let sent = EventRef { seq: Some(7), ..store.event("ev2").unwrap().clone() };
+        store.save_event(sent).unwrap();
+        assert!(ids(&store).is_empty());
+        let (reopened, _) = Store::open(root, &["gate".to_string()]).unwrap();
+        assert!(ids(&reopened).is_empty());
+        assert_eq!(reopened.event_count(), 1);
+        drop(reopened);
         // A second start finds nothing more to migrate.
         let (_, rec) = Store::open(root, &["gate".to_string()]).unwrap();
         assert_eq!(rec, Recovery::default());
