@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::SystemTime;
 
 use super::RecordError;
-use super::clip::{self, Assembled};
+use super::clip;
 
 /// A cached clip unused this long is deleted: a player has long finished with it.
 pub const IDLE: std::time::Duration = std::time::Duration::from_secs(600);
@@ -28,17 +28,6 @@ pub struct ClipCache {
     bytes: AtomicU64,
     pub made: AtomicU64,
     pub hits: AtomicU64,
-}
-
-/// A clip ready to serve.
-#[derive(Debug, Clone)]
-pub struct Made {
-    pub path: PathBuf,
-    pub bytes: u64,
-    /// The segments that went into it (indexes into the list given), when it was made now.
-    pub used: Option<Vec<usize>>,
-    /// False when the file was already there.
-    pub fresh: bool,
 }
 
 impl ClipCache {
@@ -57,43 +46,32 @@ impl ClipCache {
         self.limit
     }
 
-    /// The clip `name` (a file name made of safe characters only, ending in `.mp4`) of `segments`: from the
-    /// cache, or made now. Blocking: call it off the async runtime. The file stays readable by whoever
-    /// opened it even if the cache evicts it afterwards.
-    pub fn get_or_make(&self, name: &str, segments: &[PathBuf]) -> Result<Made, RecordError> {
-        debug_assert!(name.ends_with(".mp4") && !name.contains('/'));
+    /// The file `name` (safe characters only, no `/`) from the cache, or made now by `make`, given the
+    /// path to write (atomically) and returning the bytes written and what else it learnt (`None` when the
+    /// file was already there). Blocking: call it off the async runtime. The file stays readable by
+    /// whoever opened it even if the cache evicts it afterwards.
+    pub fn get_or_make<T>(&self, name: &str, make: impl FnOnce(&Path) -> Result<(u64, T), RecordError>) -> Result<(PathBuf, Option<T>), RecordError> {
+        debug_assert!(!name.contains('/'));
         let path = self.dir.join(name);
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         if let Ok(f) = std::fs::File::options().append(true).open(&path) {
             // Marks it recently used, for eviction.
             let _ = f.set_modified(SystemTime::now());
             self.hits.fetch_add(1, Relaxed);
-            let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
-            return Ok(Made { path, bytes, used: None, fresh: false });
+            return Ok((path, None));
         }
-        let Assembled { used, bytes, .. } = clip::assemble(segments, &path)?;
+        let (bytes, made) = make(&path)?;
         self.made.fetch_add(1, Relaxed);
         self.bytes.fetch_add(bytes, Relaxed);
         self.trim_locked(self.limit, Some(&path));
-        Ok(Made { path, bytes, used: Some(used), fresh: true })
+        Ok((path, Some(made)))
     }
 
-    /// The file `name` from the cache, or made now by `make` (given the path to write, atomically; it
-    /// returns the bytes written). Blocking, like [`Self::get_or_make`].
-    pub fn get_or_make_with(&self, name: &str, make: impl FnOnce(&Path) -> Result<u64, RecordError>) -> Result<PathBuf, RecordError> {
-        debug_assert!(!name.contains('/'));
-        let path = self.dir.join(name);
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(f) = std::fs::File::options().append(true).open(&path) {
-            let _ = f.set_modified(SystemTime::now());
-            self.hits.fetch_add(1, Relaxed);
-            return Ok(path);
-        }
-        let bytes = make(&path)?;
-        self.made.fetch_add(1, Relaxed);
-        self.bytes.fetch_add(bytes, Relaxed);
-        self.trim_locked(self.limit, Some(&path));
-        Ok(path)
+    /// The clip `name` (ending in `.mp4`) of `segments`, with the indexes of the segments that went into it
+    /// when it was made now (see [`clip::assemble`]).
+    pub fn clip(&self, name: &str, segments: &[PathBuf]) -> Result<(PathBuf, Option<Vec<usize>>), RecordError> {
+        debug_assert!(name.ends_with(".mp4"));
+        self.get_or_make(name, |path| clip::assemble(segments, path).map(|a| (a.bytes, a.used)))
     }
 
     /// Evicts least recently used files until the cache holds at most `limit` bytes; returns the bytes
@@ -110,23 +88,9 @@ impl ClipCache {
         self.trim_where(|modified| modified < cutoff)
     }
 
-    fn trim_where(&self, old: impl Fn(SystemTime) -> bool) -> u64 {
-        let mut freed = 0;
-        let mut total = 0;
-        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if old(m.modified().unwrap_or(SystemTime::UNIX_EPOCH)) && std::fs::remove_file(e.path()).is_ok() {
-                freed += m.len();
-            } else {
-                total += m.len();
-            }
-        }
-        self.bytes.store(total, Relaxed);
-        freed
-    }
-
-    fn trim_locked(&self, limit: u64, keep: Option<&Path>) -> u64 {
-        let mut files: Vec<(SystemTime, u64, PathBuf)> = std::fs::read_dir(&self.dir)
+    /// The cached files, least recently used first: (last use, bytes, path).
+    fn files(&self) -> Vec<(SystemTime, u64, PathBuf)> {
+        let mut files: Vec<_> = std::fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
             .flatten()
@@ -135,8 +99,26 @@ impl ClipCache {
                 Some((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len(), e.path()))
             })
             .collect();
-        let mut total: u64 = files.iter().map(|f| f.1).sum();
         files.sort();
+        files
+    }
+
+    fn trim_where(&self, old: impl Fn(SystemTime) -> bool) -> u64 {
+        let (mut freed, mut total) = (0, 0);
+        for (modified, len, path) in self.files() {
+            if old(modified) && std::fs::remove_file(&path).is_ok() {
+                freed += len;
+            } else {
+                total += len;
+            }
+        }
+        self.bytes.store(total, Relaxed);
+        freed
+    }
+
+    fn trim_locked(&self, limit: u64, keep: Option<&Path>) -> u64 {
+        let files = self.files();
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
         let mut freed = 0;
         for (_, len, path) in files {
             if total <= limit {

@@ -60,15 +60,15 @@ impl Evidence {
         if let Some((segment, offset, best)) = plan.frame.clone() {
             let (cache, name) = (self.cache.clone(), plan.name.clone());
             let made = tokio::task::spawn_blocking(move || {
-                cache.get_or_make_with(&name, |out| {
+                cache.get_or_make(&name, |out| {
                     let jpeg = clip::snapshot_from_segment(&segment, offset, best.bbox, best.frame_size, SNAPSHOT_QUALITY)?;
                     write_atomic(out, &jpeg).map_err(|e| RecordError::Io { what: format!("cannot write {}", out.display()), source: e })?;
-                    Ok(jpeg.len() as u64)
+                    Ok((jpeg.len() as u64, ()))
                 })
             })
             .await;
             match made {
-                Ok(Ok(path)) => return Ok(path),
+                Ok(Ok((path, _))) => return Ok(path),
                 Ok(Err(e)) => tracing::warn!(event = %id, "the snapshot could not be decoded from the recording ({e}); serving the detection-resolution one"),
                 Err(_) => return Err(EvidenceError::Stopped),
             }
@@ -102,17 +102,17 @@ impl Evidence {
         let cache = self.cache.clone();
         tokio::task::spawn_blocking(move || {
             let paths: Vec<PathBuf> = span.segments.iter().map(|s| s.path.clone()).collect();
-            let made = cache.get_or_make(&span.name, &paths).map_err(|e| match e {
+            let (path, used) = cache.clip(&span.name, &paths).map_err(|e| match e {
                 RecordError::NoSegments => EvidenceError::NoVideo,
                 e => EvidenceError::Record(e),
             })?;
             // Segments the muxer could not read count as missing too.
-            let used: Vec<Segment> = match &made.used {
+            let used: Vec<Segment> = match used {
                 Some(used) => used.iter().map(|&i| span.segments[i].clone()).collect(),
                 None => span.segments.clone(),
             };
             let gaps = gaps(span.from_ms, span.to_ms, &used);
-            Ok(Served { path: made.path, span, gaps })
+            Ok(Served { path, span, gaps })
         })
         .await
         .map_err(|_| EvidenceError::Stopped)?
