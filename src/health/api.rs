@@ -97,12 +97,7 @@ fn query(raw: Option<&str>, allowed: &[&str]) -> Result<HashMap<String, String>,
 /// RFC 3339 or ms since the epoch.
 fn time(q: &HashMap<String, String>, key: &str) -> Result<Option<u64>, Refusal> {
     let Some(v) = q.get(key) else { return Ok(None) };
-    if let Ok(ms) = v.parse::<u64>() {
-        return Ok(Some(ms));
-    }
-    humantime::parse_rfc3339_weak(v)
-        .map(|t| Some(crate::util::unix_ms(t)))
-        .map_err(|_| bad(format!("{key}={v:?} is not a time: use RFC 3339 (2026-12-01T10:00:00Z) or ms since the epoch")))
+    crate::util::parse_time(v).map(Some).ok_or_else(|| bad(format!("{key}={v:?} is not a time: use RFC 3339 (2026-12-01T10:00:00Z) or ms since the epoch")))
 }
 
 fn filter(raw: Option<&str>) -> Result<Filter, Refusal> {

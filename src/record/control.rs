@@ -58,7 +58,7 @@ struct Request {
 
 /// RFC 3339 or ms since the epoch.
 fn time_of(v: &Value) -> Option<u64> {
-    v.as_u64().or_else(|| humantime::parse_rfc3339_weak(v.as_str()?).ok().map(ms))
+    v.as_u64().or_else(|| crate::util::parse_time(v.as_str()?))
 }
 
 fn err(msg: String) -> Value {
