@@ -17,7 +17,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 ORT_VERSION=1.31.1 # the version scripts/setup.sh installs for perch; Python must run the same one
-VENV=.local/bench-venv
 ORT_LIB=.local/onnxruntime/libonnxruntime.so
 MODEL=models/yolox_nano.toml
 MIN_SCORE=0.3
@@ -65,22 +64,8 @@ if [[ "$IMAGE" != /* && ! -f "$IMAGE" && -f "$CALLER_PWD/$IMAGE" ]]; then IMAGE=
 export ORT_DYLIB_PATH="$ROOT/$ORT_LIB"
 
 # --- Python venv (idempotent) ---------------------------------------------------------------------------
-venv_ok() {
-    [[ -x "$VENV/bin/python" ]] &&
-        "$VENV/bin/python" -c "import sys, cv2, numpy, onnxruntime; sys.exit(onnxruntime.__version__ != '$ORT_VERSION')" 2>/dev/null
-}
-if ! venv_ok; then
-    echo "== setting up $VENV (onnxruntime==$ORT_VERSION, numpy, opencv-python-headless)" >&2
-    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
-        { echo "python3 >= 3.11 is needed (bench/python_frame.py reads the manifest with tomllib)" >&2; exit 1; }
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        python3 -m venv "$VENV" || { echo "cannot create a venv: on Debian, apt-get install python3-venv" >&2; exit 1; }
-    fi
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$VENV/bin/python" -m pip install --quiet "onnxruntime==$ORT_VERSION" numpy opencv-python-headless >&2
-    venv_ok || { echo "$VENV is still not usable after installing" >&2; exit 1; }
-fi
-PY="$ROOT/$VENV/bin/python"
+# shellcheck source=bench/venv.sh
+source bench/venv.sh
 
 # --- perch ----------------------------------------------------------------------------------------------
 echo "== cargo build --release" >&2

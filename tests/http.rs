@@ -166,12 +166,27 @@ fn status_needs_the_token_metrics_parse_and_perch_status_prints_both_forms() {
         "perch_recording_bytes_total{camera=\"yard\"} ",
         "perch_detector_state{state=\"ready\"} 1",
         "perch_inference_seconds_bucket{le=\"+Inf\"} ",
+        "perch_camera_skipped_decode_total{camera=\"yard\"} 0",
+        "perch_camera_still{camera=\"yard\"} ",
+        "# TYPE process_cpu_seconds_total counter",
+        "# TYPE process_resident_memory_bytes gauge",
     ] {
         assert!(metrics.contains(needle), "/metrics lacks {needle:?}:\n{metrics}");
     }
     assert!(buckets.len() >= 2 && buckets.windows(2).all(|w| w[0] <= w[1]), "buckets not cumulative: {buckets:?}");
     assert_eq!(Some(*buckets.last().unwrap()), count, "+Inf bucket equals the count");
     assert!(count.unwrap() > 0.0, "no inference counted");
+    // The process collector's figures are this service's: its CPU time is counting, and its RSS is the
+    // kernel's figure for its pid.
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}:\n{metrics}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    assert!(value("process_cpu_seconds_total") > 0.0);
+    let rss = value("process_resident_memory_bytes");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    let kernel_rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse::<f64>().unwrap() * 1024.0;
+    assert!((rss - kernel_rss).abs() < kernel_rss * 0.25, "process_resident_memory_bytes {rss} against VmRSS {kernel_rss}");
 
     // perch status: a table for people, JSON for scripts, both from the running service.
     let out = perch().arg("status").arg("--config").arg(&config).output().unwrap();

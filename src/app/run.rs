@@ -430,6 +430,7 @@ fn log_totals(statuses: &[Arc<CameraStatus>]) {
             dropped_detector_busy = snap.dropped_detector_busy,
             dropped_sink = snap.dropped_sink,
             skipped_idle = snap.skipped_idle,
+            skipped_decode = snap.skipped_decode,
             reconnects = snap.reconnects,
             "camera totals"
         );

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::encoded::EncodedSink;
 use super::frame::FrameHub;
 use super::pipeline::{CaptureError, CapturePipeline, Pacing, PipelineSpec, Pull};
-use super::settings::CaptureSettings;
+use super::settings::{CaptureSettings, DecodeMode};
 use super::source::Source;
 use super::status::{CameraState, CameraStatus};
 use crate::util::Backoff;
@@ -79,6 +79,8 @@ impl Camera {
             connect_timeout: self.config.connect_timeout,
             record: self.record.clone(),
             record_source,
+            decode_threads: self.config.decode_threads,
+            keyframes_when_idle: (self.config.decode == DecodeMode::KeyframesWhenIdle).then(|| self.status.clone()),
         };
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max, 0.2);
         let mut seq = 0u64;
@@ -164,8 +166,11 @@ impl Camera {
                     }
                 }
                 Ok(Pull::Timeout) => {
-                    if last_frame.elapsed() > stall {
-                        return (SessionEnd::Failed(CaptureError::Stalled(last_frame.elapsed().as_secs_f64())), delivered);
+                    // A camera decoding keyframes only (idle) is alive while its stream reaches the decoder.
+                    let input = self.status.input_age(crate::util::unix_ms(std::time::SystemTime::now()));
+                    let quiet = input.map_or(last_frame.elapsed(), |age| age.min(last_frame.elapsed()));
+                    if quiet > stall {
+                        return (SessionEnd::Failed(CaptureError::Stalled(quiet.as_secs_f64())), delivered);
                     }
                 }
                 Ok(Pull::Eos) => {

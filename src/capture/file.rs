@@ -29,6 +29,8 @@ pub fn for_each_frame(file: &Path, fps: Option<f64>, fit: (u32, u32), mut f: imp
         connect_timeout: FILE_STALL,
         record: None,
         record_source: None,
+        decode_threads: 0,
+        keyframes_when_idle: None,
     };
     let mut pipeline = CapturePipeline::build(&spec, 0)?;
     pipeline.start().with_context(|| format!("cannot decode {}", file.display()))?;

@@ -19,6 +19,6 @@ pub use camera::Camera;
 pub use file::for_each_frame;
 pub use frame::{Frame, FrameHub, FrameInfo, FrameView};
 pub use pipeline::{CaptureError, CapturePipeline, Pacing, PipelineSpec, Pull};
-pub use settings::{CaptureSettings, RtspTransport};
+pub use settings::{CaptureSettings, DecodeMode, RtspTransport};
 pub use source::Source;
 pub use status::{CameraSnapshot, CameraState, CameraStatus};

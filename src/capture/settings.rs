@@ -18,6 +18,20 @@ pub enum RtspTransport {
     Auto,
 }
 
+/// What a camera's decoder is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeMode {
+    /// Every frame of the stream is decoded (the rate limit applies after the decoder).
+    #[default]
+    All,
+    /// While the camera is idle (adaptive cadence: nothing seen for `idle_after_s`), only keyframes reach
+    /// the decoder; the motion check runs on them, and the first keyframe after the camera wakes brings
+    /// back every frame. A static camera then decodes one picture per GOP. Wake-up takes up to one GOP,
+    /// so it suits cameras with a short keyframe interval (1–2 s).
+    KeyframesWhenIdle,
+}
+
 /// One camera's capture settings.
 #[derive(Debug, Clone)]
 pub struct CaptureSettings {
@@ -41,4 +55,7 @@ pub struct CaptureSettings {
     pub reconnect_max: Duration,
     /// `file://` sources: start over at the end (true), or end the camera.
     pub loop_file: bool,
+    pub decode: DecodeMode,
+    /// Threads of a software decoder (`avdec_*`); 0: the decoder's own choice (one per core, plus one).
+    pub decode_threads: u32,
 }

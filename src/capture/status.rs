@@ -1,7 +1,7 @@
 //! Live state of each camera, shared between its capture thread and whoever reports status.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -54,6 +54,16 @@ pub struct CameraStatus {
     pub reconnects: AtomicU64,
     /// Frames not detected because the camera was idle and nothing moved (adaptive cadence).
     pub skipped_idle: AtomicU64,
+    /// Set by the detector while the camera is idle and its picture still (adaptive cadence: nothing seen
+    /// for `idle_after_s`, nothing moved for 2 s); with `decode = "keyframes_when_idle"` the capture
+    /// pipeline then feeds its decoder keyframes only.
+    pub still: AtomicBool,
+    /// Frames not decoded at all: dropped before the decoder while the camera was idle.
+    pub skipped_decode: AtomicU64,
+    /// Wall-clock time of the last encoded frame that reached the decoder's gate (`decode =
+    /// "keyframes_when_idle"`), in ms since the Unix epoch (0: none). While only keyframes are decoded, a
+    /// camera with a long GOP hands out a picture every few seconds; this says the stream is still alive.
+    pub last_input_ms: AtomicU64,
     /// Wall-clock time of the last frame, in ms since the Unix epoch (0: never).
     pub last_frame_ms: AtomicU64,
     /// How old the last frame may be while the camera still counts as delivering (see [`Self::delivering`]).
@@ -75,6 +85,8 @@ pub struct CameraSnapshot {
     pub dropped_sink: u64,
     pub reconnects: u64,
     pub skipped_idle: u64,
+    pub skipped_decode: u64,
+    pub still: bool,
     pub last_frame_ms: Option<u64>,
     pub last_error: Option<String>,
 }
@@ -90,6 +102,9 @@ impl CameraStatus {
             dropped_sink: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             skipped_idle: AtomicU64::new(0),
+            still: AtomicBool::new(false),
+            skipped_decode: AtomicU64::new(0),
+            last_input_ms: AtomicU64::new(0),
             last_frame_ms: AtomicU64::new(0),
             fresh_ms: FRAME_FRESH.as_millis() as u64,
             last_error: Mutex::new(None),
@@ -104,10 +119,18 @@ impl CameraStatus {
         self
     }
 
-    /// Online with a recent frame: what `/ready` and the OTA health gate ask of every enabled camera.
+    /// Online with a recent frame: what `/ready` and the OTA health gate ask of every enabled camera. A
+    /// camera decoding keyframes only (idle and still) counts by the last frame that reached its decoder's
+    /// gate, so a long GOP does not make a healthy idle camera look stalled.
     pub fn delivering(&self, now_ms: u64) -> bool {
-        let last = self.last_frame_ms.load(Ordering::Relaxed);
-        self.state() == CameraState::Online && last != 0 && now_ms.saturating_sub(last) <= self.fresh_ms
+        let last = self.last_frame_ms.load(Ordering::Relaxed).max(self.last_input_ms.load(Ordering::Relaxed));
+        self.state() == CameraState::Online && self.last_frame_ms.load(Ordering::Relaxed) != 0 && now_ms.saturating_sub(last) <= self.fresh_ms
+    }
+
+    /// How long ago the last encoded frame reached the decoder's gate; `None` without a gate.
+    pub fn input_age(&self, now_ms: u64) -> Option<Duration> {
+        let last = self.last_input_ms.load(Ordering::Relaxed);
+        (last != 0).then(|| Duration::from_millis(now_ms.saturating_sub(last)))
     }
 
     pub fn state(&self) -> CameraState {
@@ -144,6 +167,8 @@ impl CameraStatus {
             dropped_sink: self.dropped_sink.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             skipped_idle: self.skipped_idle.load(Ordering::Relaxed),
+            skipped_decode: self.skipped_decode.load(Ordering::Relaxed),
+            still: self.still.load(Ordering::Relaxed),
             last_frame_ms: (last != 0).then_some(last),
             last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
@@ -173,6 +198,19 @@ mod tests {
         // 0.1 fps: a frame every 10 s.
         assert!(at(Some(Duration::from_secs(10)), 19_000));
         assert!(!at(Some(Duration::from_secs(10)), 20_001));
+    }
+
+    #[test]
+    fn a_camera_decoding_keyframes_only_delivers_while_its_stream_reaches_the_decoder() {
+        let s = CameraStatus::new("c", "test://ball".into(), true);
+        s.set_state(CameraState::Online);
+        s.last_frame_ms.store(1_000_000, Ordering::Relaxed);
+        assert!(!s.delivering(1_009_000), "no picture for 9 s");
+        assert_eq!(s.input_age(1_009_000), None);
+        // A 10 s GOP: the decoder got its last keyframe 8 s ago, but delta frames keep arriving at the gate.
+        s.last_input_ms.store(1_008_960, Ordering::Relaxed);
+        assert!(s.delivering(1_009_000));
+        assert_eq!(s.input_age(1_009_000), Some(Duration::from_millis(40)));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::capture::{CaptureSettings, RtspTransport, Source};
+use crate::capture::{CaptureSettings, DecodeMode, RtspTransport, Source};
 use crate::record::CameraRecordConfig;
 use crate::track::TrackerConfig;
 use crate::util::config::{Problem, Section, is_identifier};
@@ -45,6 +45,13 @@ pub struct CameraConfig {
     pub rtsp_transport: RtspTransport,
     /// RTSP jitter-buffer latency.
     pub rtsp_latency_ms: u32,
+    /// `"all"`, or `"keyframes_when_idle"`: an idle camera's decoder gets keyframes only (see
+    /// [`DecodeMode`]).
+    pub decode: DecodeMode,
+    /// Threads of a software decoder. One is enough for a camera stream up to 1080p at 25 fps, and several
+    /// cameras spread over the cores by themselves; frame threads each hold pictures of their own (memory)
+    /// and hand work between them (CPU). 0: the decoder's own choice, for one large stream on many cores.
+    pub decode_threads: u32,
     /// Tracking and event triggers (`[camera.track]`).
     pub track: TrackerConfig,
     /// Rolling segments and event clips (`[camera.record]`).
@@ -70,6 +77,8 @@ impl Default for CameraConfig {
             loop_file: true,
             rtsp_transport: RtspTransport::Tcp,
             rtsp_latency_ms: 200,
+            decode: DecodeMode::All,
+            decode_threads: 1,
             track: TrackerConfig::default(),
             record: CameraRecordConfig::default(),
             cadence: Default::default(),
@@ -97,6 +106,8 @@ impl CameraConfig {
             reconnect_initial: std::time::Duration::from_secs_f64(self.reconnect_initial_s),
             reconnect_max: std::time::Duration::from_secs_f64(self.reconnect_max_s),
             loop_file: self.loop_file,
+            decode: self.decode,
+            decode_threads: self.decode_threads,
         }
     }
 
@@ -180,6 +191,15 @@ impl Section for CameraConfig {
         }
         p.extend(self.track.validate(&format!("{key}.track")));
         p.extend(self.cadence.validate(&format!("{key}.cadence")));
+        if self.decode == DecodeMode::KeyframesWhenIdle && !self.cadence.enabled {
+            p.push(Problem::new(
+                format!("{key}.decode"),
+                "\"keyframes_when_idle\" needs the adaptive cadence, which decides when the camera is idle: set cadence.enabled = true, or decode = \"all\"",
+            ));
+        }
+        if self.decode_threads > 64 {
+            p.push(Problem::new(format!("{key}.decode_threads"), format!("{} is out of range: use 0 (the decoder's choice) up to 64", self.decode_threads)));
+        }
         if self.rtsp_latency_ms > 10_000 {
             p.push(Problem::new(format!("{key}.rtsp_latency_ms"), format!("{} is out of range: use at most 10000 ms", self.rtsp_latency_ms)));
         }
@@ -204,6 +224,20 @@ mod tests {
         c.resolve_paths(Path::new("/videos"));
         assert_eq!((c.source.as_str(), c.detect_source.as_deref()), ("file:///videos/main.mp4", Some("file:///videos/sub.mp4")));
         assert_eq!(c.capture().detect_source.as_deref(), Some("file:///videos/sub.mp4"));
+    }
+
+    #[test]
+    fn decoding_keyframes_only_needs_the_cadence_that_says_when_a_camera_is_idle() {
+        let cam: CameraConfig = toml::from_str("id = \"gate\"\nsource = \"rtsp://cam/main\"\ndecode = \"keyframes_when_idle\"").unwrap();
+        assert!(cam.validate("camera[0]").is_empty());
+        assert_eq!((cam.capture().decode, cam.capture().decode_threads), (DecodeMode::KeyframesWhenIdle, 1));
+        let off: CameraConfig =
+            toml::from_str("id = \"gate\"\nsource = \"rtsp://cam/main\"\ndecode = \"keyframes_when_idle\"\ndecode_threads = 65\n[cadence]\nenabled = false")
+                .unwrap();
+        let problems = off.validate("camera[0]");
+        assert_eq!(problems.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), ["camera[0].decode", "camera[0].decode_threads"]);
+        assert!(problems[0].message.contains("cadence.enabled = true"), "{}", problems[0].message);
+        assert!(toml::from_str::<CameraConfig>("id = \"gate\"\nsource = \"rtsp://cam/main\"\ndecode = \"some\"").is_err(), "unknown modes are refused");
     }
 
     #[test]

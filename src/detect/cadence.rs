@@ -16,6 +16,8 @@ use crate::util::config::{Problem, Section};
 
 const TW: usize = 64;
 const TH: usize = 36;
+/// After motion, an idle camera counts as still again only once nothing has moved for this long.
+const MOTION_HOLD: Duration = Duration::from_secs(2);
 
 /// `[camera.cadence]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -35,7 +37,10 @@ pub struct CadenceConfig {
 
 impl Default for CadenceConfig {
     fn default() -> Self {
-        Self { enabled: true, idle_after_s: 30.0, idle_fps: 1.0, motion_cell_delta: 12, motion_cells: 0.002 }
+        // An idle camera is checked every 5 s, and at once when something moves: with `decode =
+        // "keyframes_when_idle"` its cost is then mostly one decoded keyframe per GOP (measured with
+        // bench/idle_camera.sh: 0.14× a busy camera at 0.2 fps, 0.24× at 1 fps).
+        Self { enabled: true, idle_after_s: 30.0, idle_fps: 0.2, motion_cell_delta: 12, motion_cells: 0.002 }
     }
 }
 
@@ -72,11 +77,28 @@ pub struct Cadence {
     last_detect: Option<SystemTime>,
     last_seen: Option<SystemTime>,
     started: Option<SystemTime>,
+    /// Nothing seen for `idle_after_s`, as of the last frame.
+    idle: bool,
+    /// When the motion check last found motion.
+    last_motion: Option<SystemTime>,
+    /// Idle, and no motion for [`MOTION_HOLD`], as of the last frame.
+    still: bool,
 }
 
 impl Cadence {
     pub fn new(cfg: CadenceConfig) -> Self {
-        Self { cfg, thumb: [0; TW * TH], last: [0; TW * TH], has_last: false, last_detect: None, last_seen: None, started: None }
+        Self {
+            cfg,
+            thumb: [0; TW * TH],
+            last: [0; TW * TH],
+            has_last: false,
+            last_detect: None,
+            last_seen: None,
+            started: None,
+            idle: false,
+            last_motion: None,
+            still: false,
+        }
     }
 
     fn secs(a: SystemTime, b: Option<SystemTime>) -> f64 {
@@ -91,14 +113,21 @@ impl Cadence {
         let started = *self.started.get_or_insert(now);
         // Active: something was seen recently, or the camera has only just started.
         let quiet_for = Self::secs(now, self.last_seen).min(Self::secs(now, Some(started)));
-        if quiet_for < self.cfg.idle_after_s {
+        self.idle = quiet_for >= self.cfg.idle_after_s;
+        self.still = self.idle && Self::secs(now, self.last_motion) >= MOTION_HOLD.as_secs_f64();
+        if !self.idle {
             return Decision::Detect;
         }
         if Self::secs(now, self.last_detect) >= 1.0 / self.cfg.idle_fps {
             return Decision::Detect;
         }
         thumbnail(frame, &mut self.thumb);
-        if self.has_last && self.moved() { Decision::Detect } else { Decision::Skip }
+        if self.has_last && self.moved() {
+            self.last_motion = Some(now);
+            self.still = false;
+            return Decision::Detect;
+        }
+        Decision::Skip
     }
 
     fn moved(&self) -> bool {
@@ -117,7 +146,22 @@ impl Cadence {
         self.last_detect = Some(now);
         if found_something {
             self.last_seen = Some(now);
+            self.idle = false;
+            self.still = false;
         }
+    }
+
+    /// Whether the camera is idle: nothing detected for `idle_after_s` (never when the cadence is off).
+    pub fn idle(&self) -> bool {
+        self.idle
+    }
+
+    /// Idle, and the motion check has found nothing for 2 s: capture may then feed the decoder keyframes
+    /// only (`decode = "keyframes_when_idle"`). Motion on a keyframe clears it at once, so decoding is back
+    /// to every frame from the next keyframe and the detector sees the full rate while things move, even
+    /// before it recognises anything.
+    pub fn still(&self) -> bool {
+        self.still
     }
 }
 
@@ -197,7 +241,49 @@ mod tests {
         assert_eq!(c.decide(&mv, at(10.05)), Decision::Detect);
         c.detected(&mv, at(10.05), true);
         // Something was seen: active again, every frame.
+        assert!(!c.idle(), "a detection wakes the camera at once");
         assert_eq!(c.decide(&mv, at(10.1)), Decision::Detect);
+    }
+
+    #[test]
+    fn the_idle_flag_follows_what_is_seen() {
+        let mut c = Cadence::new(CadenceConfig { idle_after_s: 2.0, ..Default::default() });
+        let still = frame(None);
+        let view = FrameView::packed(&still, 416, 234);
+        c.decide(&view, at(0.0));
+        c.detected(&view, at(0.0), false);
+        assert!(!c.idle(), "a camera that has just started is active");
+        c.decide(&view, at(2.5));
+        assert!(c.idle() && c.still(), "nothing seen for idle_after_s, nothing moving");
+        c.detected(&view, at(2.5), false);
+        assert!(c.idle(), "an empty detection keeps it idle");
+        c.detected(&view, at(3.0), true);
+        assert!(!c.idle());
+        c.decide(&view, at(4.0));
+        assert!(!c.idle(), "seen 1 s ago");
+        let mut off = Cadence::new(CadenceConfig { enabled: false, idle_after_s: 1.0, ..Default::default() });
+        off.decide(&view, at(100.0));
+        assert!(!off.idle() && !off.still(), "without the cadence a camera is never idle");
+    }
+
+    #[test]
+    fn motion_keeps_an_idle_camera_from_counting_as_still_for_a_while() {
+        let mut c = Cadence::new(CadenceConfig { idle_after_s: 1.0, idle_fps: 0.01, ..Default::default() });
+        let (a, b) = (frame(None), frame(Some(200)));
+        let (still, moved) = (FrameView::packed(&a, 416, 234), FrameView::packed(&b, 416, 234));
+        assert_eq!(c.decide(&still, at(0.0)), Decision::Detect);
+        c.detected(&still, at(0.0), false);
+        assert_eq!(c.decide(&still, at(5.0)), Decision::Skip);
+        assert!(c.still());
+        // Motion, but the detector finds nothing in it: still idle, no longer still.
+        assert_eq!(c.decide(&moved, at(6.0)), Decision::Detect);
+        c.detected(&moved, at(6.0), false);
+        assert!(c.idle() && !c.still());
+        // The same picture again: nothing moves, but for less than the hold.
+        assert_eq!(c.decide(&moved, at(7.0)), Decision::Skip);
+        assert!(!c.still(), "1 s after motion");
+        assert_eq!(c.decide(&moved, at(8.5)), Decision::Skip);
+        assert!(c.still(), "2.5 s after motion");
     }
 
     #[test]

@@ -41,8 +41,18 @@ pub struct DetectorConfig {
     pub allow_cpu_fallback: bool,
     /// `libonnxruntime.so` to load. Default: `ORT_DYLIB_PATH`, then `/usr/lib/perch/libonnxruntime.so`.
     pub ort_library: Option<PathBuf>,
-    /// Threads for one inference (0: ONNX Runtime's default, one per core).
+    /// Threads for one inference (0: ONNX Runtime's default, one per core). One by default: the detector
+    /// runs one inference at a time while every camera's decoder wants a core too, and splitting an
+    /// inference over the cores costs more CPU in all than it saves in latency (four 720p cameras on two
+    /// cores: 0.64 cores with 1 thread, 0.74 with 2). Raise it on a box with few cameras and idle cores.
     pub intra_threads: usize,
+    /// Let the intra-op threads spin (busy-wait) between the parallel parts of an inference instead of
+    /// sleeping. ONNX Runtime's own default is on: a few percent lower latency, paid for with cores kept
+    /// busy while there is nothing to do. Off by default: a camera box has decoders waiting for the CPU.
+    pub intra_spinning: bool,
+    /// The CPU provider's arena allocator: tensors come from a pool that grows to the model's peak and is
+    /// reused, instead of being allocated and freed (and their pages faulted in again) at every inference.
+    pub cpu_arena: bool,
     /// TensorRT: build fp16 engines.
     pub fp16: bool,
     /// CUDA device for the GPU providers.
@@ -143,7 +153,9 @@ impl Default for DetectorConfig {
             providers: vec![Provider::Cpu],
             allow_cpu_fallback: false,
             ort_library: None,
-            intra_threads: 0,
+            intra_threads: 1,
+            intra_spinning: false,
+            cpu_arena: true,
             fp16: true,
             device_id: 0,
             engine_cache_dir: None,

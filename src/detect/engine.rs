@@ -108,6 +108,10 @@ impl Engine {
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| err(e.into()))?
             .with_inter_threads(1)
+            .map_err(|e| err(e.into()))?
+            .with_intra_op_spinning(cfg.intra_spinning)
+            .map_err(|e| err(e.into()))?
+            .with_inter_op_spinning(false)
             .map_err(|e| err(e.into()))?;
         if cfg.intra_threads > 0 {
             builder = builder.with_intra_threads(cfg.intra_threads).map_err(|e| err(e.into()))?;
@@ -129,7 +133,7 @@ impl Engine {
                         .build()
                 }
                 Provider::Cuda => ort::ep::CUDA::default().with_device_id(cfg.device_id).build(),
-                Provider::Cpu => ort::ep::CPU::default().build(),
+                Provider::Cpu => ort::ep::CPU::default().with_arena_allocator(cfg.cpu_arena).build(),
             };
             match dispatch.register(&mut builder) {
                 Ok(()) => {

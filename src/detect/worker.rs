@@ -146,11 +146,13 @@ impl DetectWorker {
                 continue;
             };
             let camera = frame.info.camera;
-            if let Some((cadence, status)) = self.cadence.get_mut(camera)
-                && cadence.decide(&frame.view(), frame.info.wall) == Decision::Skip
-            {
-                status.skipped_idle.fetch_add(1, Ordering::Relaxed);
-                continue;
+            if let Some((cadence, status)) = self.cadence.get_mut(camera) {
+                let decision = cadence.decide(&frame.view(), frame.info.wall);
+                status.still.store(cadence.still(), Ordering::Relaxed);
+                if decision == Decision::Skip {
+                    status.skipped_idle.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
             }
             let filter = &filters[camera];
             let step = trial.as_mut().map_or(Step::Skip, Running::step);
@@ -176,8 +178,9 @@ impl DetectWorker {
                         // Same capacity: cannot overflow.
                         let _ = result.detections.push(d.clone());
                     }
-                    if let Some((cadence, _)) = self.cadence.get_mut(camera) {
+                    if let Some((cadence, status)) = self.cadence.get_mut(camera) {
                         cadence.detected(&frame.view(), frame.info.wall, !result.detections.is_empty());
+                        status.still.store(cadence.still(), Ordering::Relaxed);
                     }
                     let preview = self.preview_every.is_some_and(|every| {
                         let due = last_preview.get(camera).copied().flatten().is_none_or(|t| t.elapsed() >= every);

@@ -20,6 +20,25 @@ fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// The process collector's families, under Prometheus' standard names.
+fn process(o: &mut String) {
+    let Some(p) = crate::util::process::ProcessStats::read() else { return };
+    family(o, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+    let _ = writeln!(o, "process_cpu_seconds_total {:.3}", p.cpu.as_secs_f64());
+    family(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    let _ = writeln!(o, "process_resident_memory_bytes {}", p.resident_bytes);
+    family(o, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+    let _ = writeln!(o, "process_virtual_memory_bytes {}", p.virtual_bytes);
+    family(o, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+    let _ = writeln!(o, "process_start_time_seconds {:.2}", p.start_time_s);
+    family(o, "process_open_fds", "gauge", "Number of open file descriptors.");
+    let _ = writeln!(o, "process_open_fds {}", p.open_fds);
+    family(o, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+    let _ = writeln!(o, "process_max_fds {}", p.max_fds);
+    family(o, "process_threads", "gauge", "Number of OS threads in the process.");
+    let _ = writeln!(o, "process_threads {}", p.threads);
+}
+
 /// The whole exposition.
 pub fn render(h: &Handles) -> String {
     let mut o = String::with_capacity(8 << 10);
@@ -29,6 +48,7 @@ pub fn render(h: &Handles) -> String {
     let _ = writeln!(o, "perch_build_info{{version=\"{}\"}} 1", esc(crate::VERSION));
     family(&mut o, "perch_uptime_seconds", "gauge", "Seconds since the service started.");
     let _ = writeln!(o, "perch_uptime_seconds {}", h.started.elapsed().as_secs());
+    process(&mut o);
     family(&mut o, "perch_ready", "gauge", "1 when every enabled camera delivers frames and the detector is ready.");
     let _ = writeln!(o, "perch_ready {}", u8::from(h.not_ready().is_empty()));
 
@@ -59,6 +79,24 @@ pub fn render(h: &Handles) -> String {
     family(&mut o, "perch_camera_skipped_idle_total", "counter", "Frames not detected because the camera was idle (adaptive cadence).");
     for (i, id) in &cams {
         let _ = writeln!(o, "perch_camera_skipped_idle_total{{camera=\"{id}\"}} {}", h.cameras[*i].skipped_idle.load(Relaxed));
+    }
+    family(
+        &mut o,
+        "perch_camera_skipped_decode_total",
+        "counter",
+        "Frames not decoded at all: dropped before the decoder while the camera was idle (decode = \"keyframes_when_idle\").",
+    );
+    for (i, id) in &cams {
+        let _ = writeln!(o, "perch_camera_skipped_decode_total{{camera=\"{id}\"}} {}", h.cameras[*i].skipped_decode.load(Relaxed));
+    }
+    family(
+        &mut o,
+        "perch_camera_still",
+        "gauge",
+        "1 while the camera is idle and its picture still (adaptive cadence); with decode = \"keyframes_when_idle\" its decoder then gets keyframes only.",
+    );
+    for (i, id) in &cams {
+        let _ = writeln!(o, "perch_camera_still{{camera=\"{id}\"}} {}", u8::from(h.cameras[*i].still.load(Relaxed)));
     }
     family(&mut o, "perch_camera_reconnects_total", "counter", "Times the camera's stream was reopened after a failure.");
     for (i, id) in &cams {

@@ -303,6 +303,8 @@ impl Handles {
                     "processed": self.live.processed(i),
                     "dropped": { "detector_busy": s.dropped_detector_busy, "sink": s.dropped_sink, "record": record_drops },
                     "skipped_idle": s.skipped_idle,
+                    "skipped_decode": s.skipped_decode,
+                    "still": s.still,
                     "reconnects": s.reconnects,
                     "last_frame_ms": s.last_frame_ms,
                     "last_error": s.last_error,

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod config;
 pub mod fs;
 pub mod heartbeat;
+pub mod process;
 pub mod secret;
 pub mod stdout;
 pub mod tasks;
