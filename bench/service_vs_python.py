@@ -67,7 +67,18 @@ class Side:
         self.name, self.argv, self.env, self.metrics_url, self.camera_key = name, argv, env, metrics_url, camera_key
 
 
-def perch_config(work: Path, args, port: int) -> Path:
+def manifest_for_old_builds(work: Path) -> Path:
+    """The model manifest without the keys an earlier build refuses (`[input] rectangular`), pointing at
+    the same ONNX file: a baseline build then runs the same model, as it did."""
+    src = ROOT / "models/yolox_nano.toml"
+    lines = [l for l in src.read_text().splitlines() if not l.startswith("rectangular")]
+    lines = [f'file = "{src.parent / l.split("=", 1)[1].strip().strip(chr(34))}"' if l.startswith("file = ") else l for l in lines]
+    out = work / "model.toml"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def perch_config(work: Path, args, port: int, model: Path = ROOT / "models/yolox_nano.toml") -> Path:
     cams = []
     decode = f'decode = "{args.decode}"' if args.decode != "all" else ""
     for i in range(args.cameras):
@@ -91,7 +102,7 @@ state_dir = "{work}/perch-state"
 [http]
 listen = "127.0.0.1:{port}"
 [detector]
-model = "{ROOT}/models/yolox_nano.toml"
+model = "{model}"
 providers = ["cpu"]
 intra_threads = {args.threads}
 {extra}
@@ -139,6 +150,9 @@ def run(side: Side, duration: float, work: Path) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         counter.join(timeout=10)
+    if not stdout_lines:
+        tail = err_path.read_text(errors="replace")[-2000:]
+        sys.exit(f"{side.name} detected no frame in {duration} s: its log ends with\n{tail}")
     if stopped_early:
         tail = err_path.read_text(errors="replace")[-2000:]
         sys.exit(f"{side.name} exited before its {duration} s were up (exit {proc.returncode}):\n{tail}")
@@ -186,6 +200,7 @@ def main() -> int:
     ap.add_argument("--cadence", action="store_true", help="perch's adaptive cadence on (default off: same work)")
     ap.add_argument("--decode", default="all")
     ap.add_argument("--sides", default="perch,python")
+    ap.add_argument("--baseline", help="another perch binary (an earlier build), run as a third side, `before`")
     ap.add_argument("--perch-set", action="append", default=[], help="extra line for perch's [detector] table")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--json", type=Path, help="write every round's figures here")
@@ -201,6 +216,14 @@ def main() -> int:
         cfg = perch_config(work, args, port)
         sides["perch"] = Side("perch", [args.perch, "run", "--config", str(cfg), "--print-detections"],
                               env, f"http://127.0.0.1:{port}/metrics", lambda v: v["camera"])
+    if args.baseline:
+        # Same configuration; options the earlier build does not know are left out of its copy.
+        base_work = work / "before"
+        base_work.mkdir(exist_ok=True)
+        base_args = argparse.Namespace(**{**vars(args), "decode": "all", "perch_set": []})
+        cfg = perch_config(base_work, base_args, port + 1, manifest_for_old_builds(base_work))
+        sides["before"] = Side("before", [args.baseline, "run", "--config", str(cfg), "--print-detections"],
+                               env, f"http://127.0.0.1:{port + 1}/metrics", lambda v: v["camera"])
     if "python" in args.sides:
         argv = [args.python, str(ROOT / "bench/python_service.py"), "--video", args.video, "--cameras", str(args.cameras),
                 "--fps", str(args.fps), "--threads", str(args.threads), "--min-score", str(args.min_score)]
@@ -212,9 +235,10 @@ def main() -> int:
     results: dict[str, list[dict]] = {n: [] for n in names}
     load_before = open("/proc/loadavg").read().split()[0]
     for r in range(args.rounds):
-        order = names if r % 2 == 0 else names[::-1]
+        # Each round starts with another side (two sides: alternating), so none always runs first.
+        order = names[r % len(names):] + names[: r % len(names)]
         for n in order:
-            for d in ("perch-state", "python-segments"):
+            for d in ("perch-state", "python-segments", "before/perch-state"):
                 subprocess.run(["rm", "-rf", str(work / d)], check=True)
             res = run(sides[n], args.duration, work)
             results[n].append(res)
@@ -231,15 +255,17 @@ def main() -> int:
     med = {n: {k: statistics.median(r[k] for r in results[n]) for k in ("cores", "peak_rss", "peak_pss", "frames")} for n in names}
     rows = [("CPU (cores)", "cores", 1, "{:.3f}"), ("peak RSS (MB)", "peak_rss", 1e6, "{:.0f}"),
             ("peak PSS (MB)", "peak_pss", 1e6, "{:.0f}"), ("frames detected", "frames", 1, "{:.0f}")]
-    print(f"  {'':<16}" + "".join(f"{n:>10}" for n in names) + ("   perch/python" if len(names) == 2 else "") + "   rounds")
+    pairs = [(a, b) for a, b in (("perch", "python"), ("perch", "before"), ("before", "python")) if a in names and b in names]
+    print(f"  {'':<16}" + "".join(f"{n:>10}" for n in names) + "".join(f"{a + '/' + b:>16}" for a, b in pairs) + "   rounds (each ratio's, or the values)")
     for label, key, div, fmt in rows:
         vals = [med[n][key] / div for n in names]
         line = f"  {label:<16}" + "".join(f"{fmt.format(v):>10}" for v in vals)
-        if len(names) == 2:
-            ratio = vals[0] / vals[1] if vals[1] else float("nan")
-            line += f"   {ratio:>11.3f}x"
-            per_round = [results["perch"][i][key] / results["python"][i][key] for i in range(args.rounds) if results["python"][i][key]]
-            line += "   " + " ".join(f"{x:.3f}" for x in per_round)
+        for a, b in pairs:
+            ratio = med[a][key] / med[b][key] if med[b][key] else float("nan")
+            line += f"{ratio:>15.3f}x"
+        if pairs:
+            a, b = pairs[0]
+            line += "   " + " ".join(f"{results[a][i][key] / results[b][i][key]:.3f}" for i in range(args.rounds) if results[b][i][key])
         else:
             line += "   " + " ".join(fmt.format(r[key] / div) for r in results[names[0]])
         print(line)
@@ -247,10 +273,10 @@ def main() -> int:
         drops = [r["drops"] for r in results[n]]
         print(f"  {n}: detector_busy drops per round {drops}; RSS slope over the second half "
               f"{statistics.median(slope_mb_per_hour(r['samples']) for r in results[n]):+.1f} MB/h")
-    if len(names) == 2:
-        print(f"ratio cpu {med['perch']['cores'] / med['python']['cores']:.3f}x "
-              f"rss {med['perch']['peak_rss'] / med['python']['peak_rss']:.3f}x "
-              f"pss {med['perch']['peak_pss'] / med['python']['peak_pss']:.3f}x")
+    for a, b in pairs:
+        print(f"ratio {a}/{b}: cpu {med[a]['cores'] / med[b]['cores']:.3f}x "
+              f"rss {med[a]['peak_rss'] / med[b]['peak_rss']:.3f}x "
+              f"pss {med[a]['peak_pss'] / med[b]['peak_pss']:.3f}x")
     if args.json:
         for n in names:
             for r in results[n]:

@@ -12,6 +12,7 @@
 #   RECORD=1 bash bench/service_vs_python.sh             # recording on, against Python + ffmpeg segmenters
 #   CAMERAS=8 SIDES=perch bash bench/service_vs_python.sh   # one side only (how many cameras it sustains)
 #   DURATION=1800 ROUNDS=1 SIDES=perch bash bench/service_vs_python.sh   # memory over 30 minutes (RSS slope)
+#   BASELINE=/tmp/perch-old bash bench/service_vs_python.sh   # a third side, `before`: an earlier build
 #   BENCH_SMOKE=1 bash bench/service_vs_python.sh        # 2 cameras, 8 s, 1 round: that it runs (CI)
 #
 # Settings: CAMERAS (4), FPS (5), THREADS (1; 0 is ONNX Runtime's default on both sides), DURATION (60),
@@ -46,6 +47,7 @@ flags=()
 [ "$RECORD" = 1 ] && flags+=(--record)
 [ "$CADENCE" = 1 ] && flags+=(--cadence)
 [ -n "${JSON:-}" ] && flags+=(--json "$JSON")
+[ -n "${BASELINE:-}" ] && flags+=(--baseline "$(realpath "$BASELINE")")
 IFS=';' read -ra sets <<<"${PERCH_SET:-}"
 for s in "${sets[@]}"; do [ -n "$s" ] && flags+=(--perch-set "$s"); done
 exec "$PY" bench/service_vs_python.py --perch "${PERCH:-$ROOT/target/release/perch}" --python "$PY" --video "$(realpath "$VIDEO")" \

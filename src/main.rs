@@ -75,6 +75,10 @@ enum Command {
         threads: usize,
         #[arg(long, default_value_t = 0.3)]
         min_score: f32,
+        /// Feed the model's full square input, as the Python baseline does, even when the model allows a
+        /// rectangular one (`detector.rectangular = false`).
+        #[arg(long)]
+        square: bool,
     },
     /// Measure the CPU cost of recording N H.264 streams by copy, next to `ffmpeg -c copy -f segment`.
     BenchRecord {
@@ -392,9 +396,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             perch::outln!("{}: ok ({} camera(s), model {})", file.display(), config.cameras.len(), manifest.name);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { model, image, iterations, warmup, threads, min_score } => {
+        Command::Bench { model, image, iterations, warmup, threads, min_score, square } => {
             let mut detector = detector_config(model.as_deref(), None);
             detector.intra_threads = threads;
+            detector.rectangular = !square;
             let report = app::bench::run(&image, &detector, &std::env::temp_dir().join("perch-engine-cache"), iterations.max(1), warmup, min_score)?;
             perch::outln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)

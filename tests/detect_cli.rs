@@ -125,3 +125,42 @@ fn corrupt_model_is_refused_by_checksum() {
     assert!(!out.status.success());
     assert!(err.contains("SHA-256") && err.contains("m.onnx"), "{err}");
 }
+
+/// Rectangular inference (the default for a model whose manifest allows it): the 16:9 frame goes into a
+/// 416×256 input instead of 416×416 and the same people are found in the same places as with the square.
+#[test]
+fn a_rectangular_input_finds_what_the_square_one_finds() {
+    let img = media("pedestrians-frame.jpg");
+    let bench = |square: bool| -> Value {
+        let mut c = perch();
+        c.args(["bench", "--iterations", "2", "--warmup", "0", "--threads", "1", "--min-score", "0.5", "--model"]).arg(model()).arg("--image").arg(&img);
+        if square {
+            c.arg("--square");
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (rect, square) = (bench(false), bench(true));
+    assert_eq!(rect["input"], serde_json::json!([416, 256]), "{rect}");
+    assert_eq!(square["input"], serde_json::json!([416, 416]), "{square}");
+    let (r, s) = (rect["detections"].as_u64().unwrap() as i64, square["detections"].as_u64().unwrap() as i64);
+    assert!(s >= 5 && (r - s).abs() <= 2, "rectangular {r} detections, square {s}");
+    // Boxes through `perch detect` (rectangular) land where the square input puts them (the test above
+    // checks two of them against the reference).
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(cfg_dir.path(), &[], "rectangular = false");
+    let out = perch().arg("detect").arg("--config").arg(&cfg).args(["--min-score", "0.5"]).arg(&img).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let square_dets: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Every confident square detection (score ≥ 0.6) is found again, in the same place, by the rectangular
+    // input at a lower threshold: scores near a threshold move a little between the two inputs.
+    let (ok, rect_dets, err) = detect(&["--min-score", "0.3", img.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let confident: Vec<&Value> = square_dets.iter().filter(|d| d["score"].as_f64().unwrap() >= 0.6).collect();
+    assert!(confident.len() >= 5, "{square_dets:?}");
+    for s in confident {
+        let best = rect_dets.iter().filter(|r| r["label"] == s["label"]).map(|r| iou(bbox(r), bbox(s))).fold(0.0, f64::max);
+        assert!(best > 0.75, "{s} has no counterpart with the rectangular input (best IoU {best:.2})");
+    }
+}

@@ -70,6 +70,18 @@ fn preprocessing_reuses_its_buffers() {
         });
         assert_eq!(n, 0, "{w}x{h} frames: {n} allocations in 4 frames");
     }
+    // Rectangular inference: each frame goes into the smallest input that holds it, in the same buffer.
+    let mut pre = Preprocessor::new(&manifest.input).rectangular(Some(32));
+    for (w, h) in [(416, 234), (232, 416)] {
+        let frames: Vec<Vec<u8>> = (0..4).map(|s| frame(w, h, s)).collect();
+        pre.run(&FrameView::packed(&frames[0], w, h), &mut input).unwrap();
+        let n = allocations(|| {
+            for f in &frames {
+                pre.run(&FrameView::packed(f, w, h), &mut input).unwrap();
+            }
+        });
+        assert_eq!(n, 0, "{w}x{h} frames, rectangular: {n} allocations in 4 frames");
+    }
 }
 
 #[test]

@@ -19,6 +19,8 @@ pub struct BenchReport {
     pub iterations: usize,
     pub intra_threads: usize,
     pub provider: &'static str,
+    /// The model input the image went into: the model's size, or smaller with rectangular inference.
+    pub input: [u32; 2],
     pub detections: usize,
     pub median_ms: Stage,
     pub p90_ms: Stage,
@@ -68,6 +70,7 @@ pub fn run(image: &Path, detector_cfg: &DetectorConfig, engine_cache: &Path, ite
         iterations,
         intra_threads: detector_cfg.intra_threads,
         provider: detector.provider().name(),
+        input: detector.input_size(&view).into(),
         detections: found.len(),
         median_ms: stage(0.5),
         p90_ms: stage(0.9),

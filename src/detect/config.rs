@@ -50,6 +50,11 @@ pub struct DetectorConfig {
     /// sleeping. ONNX Runtime's own default is on: a few percent lower latency, paid for with cores kept
     /// busy while there is nothing to do. Off by default: a camera box has decoders waiting for the CPU.
     pub intra_spinning: bool,
+    /// Rectangular inference: when the model's manifest says its graph takes any size (`[input]
+    /// rectangular = true`), a frame is letterboxed into the smallest input that holds it (sides rounded up
+    /// to the model's stride) instead of the full square. A 16:9 camera then costs a 416×256 inference
+    /// instead of 416×416. Not with TensorRT, whose engines are built for one size.
+    pub rectangular: bool,
     /// The CPU provider's arena allocator: tensors come from a pool that grows to the model's peak and is
     /// reused, instead of being allocated and freed (and their pages faulted in again) at every inference.
     pub cpu_arena: bool,
@@ -155,6 +160,7 @@ impl Default for DetectorConfig {
             ort_library: None,
             intra_threads: 1,
             intra_spinning: false,
+            rectangular: true,
             cpu_arena: true,
             fp16: true,
             device_id: 0,

@@ -83,13 +83,21 @@ fn environment(configured: Option<&Path>) -> Result<&'static Environment, Engine
     }
 }
 
-/// A loaded model session with its reusable input tensor.
+/// Input tensors kept for rectangular inference: one per input size in use (cameras of a few aspect
+/// ratios); the least recently used goes when another size comes.
+const INPUT_SIZES: usize = 4;
+
+/// A loaded model session with its reusable input tensors.
 pub struct Engine {
     session: Session,
-    input: Tensor<f32>,
+    /// Input tensors by `(width, height)`, the one in use first.
+    inputs: Vec<((u32, u32), Tensor<f32>)>,
+    layout: Layout,
     output_name: String,
     /// The first provider that registered, i.e. the one doing the work.
     pub provider: Provider,
+    /// Rectangular inference: the multiple each input side is rounded up to; `None`: the manifest's size.
+    pub rectangular: Option<u32>,
 }
 
 impl Engine {
@@ -157,7 +165,19 @@ impl Engine {
             // The first start on a new model or TensorRT version builds an engine: minutes on a Jetson.
             state(DetectorState::BuildingEngine);
         }
-        let session = builder.commit_from_memory(model).map_err(err)?;
+        let rectangular = (cfg.rectangular && manifest.input.rectangular && provider != Provider::Tensorrt).then(|| manifest.stride_multiple());
+        let session = match rectangular {
+            Some(_) => {
+                let hw = match manifest.input.layout {
+                    Layout::Nchw => (2, 3),
+                    Layout::Nhwc => (1, 2),
+                };
+                let free = super::onnx_shape::free_spatial_dims(model, &manifest.input.name, hw)
+                    .map_err(|e| EngineError::Session(format!("{e} (the manifest says `rectangular = true`; set it to false for this model)")))?;
+                builder.commit_from_memory(&free).map_err(err)?
+            }
+            None => builder.commit_from_memory(model).map_err(err)?,
+        };
 
         let inputs: Vec<String> = session.inputs().iter().map(|o| o.name().to_string()).collect();
         let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
@@ -168,23 +188,41 @@ impl Engine {
         if !outputs.contains(&output_name) {
             return Err(EngineError::Name { kind: "output", name: output_name, available: outputs });
         }
-        let (w, h) = (manifest.input.width as usize, manifest.input.height as usize);
-        let shape = match manifest.input.layout {
-            Layout::Nchw => [1, 3, h, w],
-            Layout::Nhwc => [1, h, w, 3],
-        };
-        let input = Tensor::from_array((shape, vec![0f32; 3 * w * h])).map_err(err)?;
-        Ok(Self { session, input, output_name, provider })
+        let mut engine = Self { session, inputs: Vec::with_capacity(INPUT_SIZES), layout: manifest.input.layout, output_name, provider, rectangular };
+        engine.input_mut((manifest.input.width, manifest.input.height))?;
+        if let Some(m) = rectangular {
+            tracing::info!(multiple = m, "rectangular inference: frames are letterboxed into the smallest input that holds them");
+        }
+        Ok(engine)
     }
 
-    /// The input tensor's values, to be filled before [`Self::run`].
-    pub fn input_mut(&mut self) -> &mut [f32] {
-        self.input.extract_tensor_mut().1
+    /// The values of the input tensor of `size` (width, height), to be filled before [`Self::run`], which
+    /// runs this one. Made on first use of a size (rectangular inference), then reused.
+    pub fn input_mut(&mut self, size: (u32, u32)) -> Result<&mut [f32], EngineError> {
+        match self.inputs.iter().position(|(s, _)| *s == size) {
+            Some(0) => {}
+            Some(i) => self.inputs[..=i].rotate_right(1),
+            None => {
+                let (w, h) = (size.0 as usize, size.1 as usize);
+                let shape = match self.layout {
+                    Layout::Nchw => [1, 3, h, w],
+                    Layout::Nhwc => [1, h, w, 3],
+                };
+                let tensor = Tensor::from_array((shape, vec![0f32; 3 * w * h])).map_err(|e| EngineError::Session(e.to_string()))?;
+                if self.inputs.len() == INPUT_SIZES {
+                    self.inputs.pop();
+                }
+                self.inputs.insert(0, (size, tensor));
+            }
+        }
+        Ok(self.inputs[0].1.extract_tensor_mut().1)
     }
 
-    /// Runs the model and hands the output tensor's shape and values to `f`.
+    /// Runs the model on the input last returned by [`Self::input_mut`] and hands the output tensor's shape
+    /// and values to `f`.
     pub fn run<R>(&mut self, f: impl FnOnce(&[i64], &[f32]) -> R) -> Result<R, EngineError> {
-        let outputs = self.session.run(ort::inputs![&self.input]).map_err(|e| EngineError::Run(e.to_string()))?;
+        let input = &self.inputs[0].1;
+        let outputs = self.session.run(ort::inputs![input]).map_err(|e| EngineError::Run(e.to_string()))?;
         let value = outputs.get(&self.output_name).ok_or_else(|| EngineError::Run(format!("output {:?} missing", self.output_name)))?;
         let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| EngineError::Run(e.to_string()))?;
         Ok(f(shape, data))

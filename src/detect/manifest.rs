@@ -53,6 +53,11 @@ pub struct InputSpec {
     /// Pixel value (0–255) of the padding.
     pub pad_value: u8,
     pub letterbox: Letterbox,
+    /// The graph computes any input whose sides are multiples of its largest stride (no size baked into
+    /// it): perch may then declare the input's size free and feed the letterboxed picture padded only to
+    /// that multiple — 416×256 instead of 416×416 for a 16:9 camera (see `detector.rectangular`).
+    #[serde(default)]
+    pub rectangular: bool,
 }
 
 fn one() -> f32 {
@@ -150,12 +155,24 @@ impl ModelManifest {
         if i.std.contains(&0.0) || i.scale == 0.0 {
             return Err("`input.std` and `input.scale` must not be zero".into());
         }
+        if i.rectangular && (!i.width.is_multiple_of(self.stride_multiple()) || !i.height.is_multiple_of(self.stride_multiple())) {
+            return Err(format!("`input.rectangular`: the input size {}x{} must be a multiple of {}", i.width, i.height, self.stride_multiple()));
+        }
         if let OutputFormat::Yolox { strides, .. } = &self.output
             && (strides.is_empty() || strides.iter().any(|s| *s == 0 || !i.width.is_multiple_of(*s) || !i.height.is_multiple_of(*s)))
         {
             return Err(format!("`output.strides` {strides:?} must be non-zero and divide the input size"));
         }
         Ok(())
+    }
+
+    /// The multiple each side of a rectangular input must be: the largest stride of a YOLOX head; 32 for
+    /// YOLOv8-style heads (their largest stride).
+    pub fn stride_multiple(&self) -> u32 {
+        match &self.output {
+            OutputFormat::Yolox { strides, .. } => strides.iter().copied().max().unwrap_or(32),
+            OutputFormat::Yolov8 { .. } => 32,
+        }
     }
 
     /// Absolute path of the ONNX file.

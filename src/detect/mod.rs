@@ -12,6 +12,7 @@ pub mod config;
 pub mod decode;
 pub mod engine;
 pub mod manifest;
+pub mod onnx_shape;
 pub mod preprocess;
 pub mod shadow;
 pub mod trial;
@@ -110,7 +111,7 @@ impl Detector {
         state(DetectorState::Ready { provider: engine.provider });
         Ok(Self {
             labels: manifest.labels.iter().map(|l| Arc::from(l.as_str())).collect(),
-            pre: Preprocessor::new(&manifest.input),
+            pre: Preprocessor::new(&manifest.input).rectangular(engine.rectangular),
             candidates: Vec::with_capacity(1024),
             scratch: Vec::with_capacity(1024),
             nms_iou: cfg.nms_iou,
@@ -128,12 +129,19 @@ impl Detector {
         self.engine.provider
     }
 
+    /// The model input `frame` goes into (width, height): the model's size, or smaller with rectangular
+    /// inference.
+    pub fn input_size(&self, frame: &FrameView<'_>) -> (u32, u32) {
+        self.pre.input_size(frame)
+    }
+
     /// Detects objects scoring at least `min_score` in `frame`, writing them to `out` (cleared first).
     pub fn detect(&mut self, frame: &FrameView<'_>, min_score: f32, out: &mut Detections) -> Result<Timings, DetectError> {
         let t0 = Instant::now();
-        let letterbox = self.pre.run(frame, self.engine.input_mut())?;
+        let size = self.pre.input_size(frame);
+        let letterbox = self.pre.run(frame, self.engine.input_mut(size)?)?;
         let t1 = Instant::now();
-        let input = (self.manifest.input.width, self.manifest.input.height);
+        let input = (letterbox.input_width, letterbox.input_height);
         let classes = self.labels.len();
         let cands = &mut self.candidates;
         cands.clear();

@@ -23,6 +23,9 @@ pub struct Letterbox {
     pub scale_y: f32,
     pub source_width: u32,
     pub source_height: u32,
+    /// The input the picture was written into (the model's size, or smaller with rectangular inference).
+    pub input_width: u32,
+    pub input_height: u32,
 }
 
 impl Letterbox {
@@ -44,6 +47,8 @@ pub enum PreprocessError {
     ShortFrame { len: usize, width: u32, height: u32, stride: usize },
     #[error("resize failed: {0}")]
     Resize(String),
+    #[error("input buffer too small: {len} values for a {width}x{height} input")]
+    ShortInput { len: usize, width: u32, height: u32 },
 }
 
 /// Reusable letterbox preprocessor for one model input.
@@ -56,8 +61,21 @@ pub struct Preprocessor {
     resizer: Resizer,
     scaled: Vec<u8>,
     packed: Vec<u8>,
-    /// Geometry (x, y, w, h) of the picture in the last input written; the padding around it is valid.
-    last_geometry: Option<(u32, u32, u32, u32)>,
+    /// Rectangular inference: input sides are the picture's rounded up to this multiple.
+    multiple: Option<u32>,
+    /// Geometry of the last input written; the padding around the picture is valid while it holds.
+    last_geometry: Option<Geometry>,
+}
+
+/// Where a frame goes in the input: the input's size, the picture's offset and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    iw: u32,
+    ih: u32,
+    ox: u32,
+    oy: u32,
+    nw: u32,
+    nh: u32,
 }
 
 impl Preprocessor {
@@ -72,29 +90,57 @@ impl Preprocessor {
                 *out = (v as f32 * spec.scale - spec.mean[c]) / spec.std[c];
             }
         }
-        Self { spec: spec.clone(), lut, src_channel, resizer: Resizer::new(), scaled: Vec::new(), packed: Vec::new(), last_geometry: None }
+        Self { spec: spec.clone(), lut, src_channel, resizer: Resizer::new(), scaled: Vec::new(), packed: Vec::new(), multiple: None, last_geometry: None }
     }
 
-    /// Number of f32 values in the input tensor.
+    /// Rectangular inference: each frame goes into the smallest input that holds its scaled picture, sides
+    /// rounded up to `multiple` (the model's largest stride), instead of the model's full size.
+    pub fn rectangular(mut self, multiple: Option<u32>) -> Self {
+        self.multiple = multiple.filter(|m| *m > 0);
+        self
+    }
+
+    /// Number of f32 values in the model's full-size input tensor.
     pub fn input_len(&self) -> usize {
         3 * self.spec.width as usize * self.spec.height as usize
     }
 
-    /// Writes `frame` into `input` (length [`Self::input_len`]) and returns where it landed.
+    /// The input size (width, height) [`Self::run`] writes `frame` into.
+    pub fn input_size(&self, frame: &FrameView<'_>) -> (u32, u32) {
+        let g = self.geometry(frame.width.max(1), frame.height.max(1));
+        (g.iw, g.ih)
+    }
+
+    fn geometry(&self, fw: u32, fh: u32) -> Geometry {
+        let (w, h) = (self.spec.width, self.spec.height);
+        let r = (w as f32 / fw as f32).min(h as f32 / fh as f32);
+        let nw = ((fw as f32 * r) as u32).clamp(1, w);
+        let nh = ((fh as f32 * r) as u32).clamp(1, h);
+        let (iw, ih) = match self.multiple {
+            Some(m) => (nw.div_ceil(m).saturating_mul(m).min(w), nh.div_ceil(m).saturating_mul(m).min(h)),
+            None => (w, h),
+        };
+        let (ox, oy) = match self.spec.letterbox {
+            LetterboxStyle::TopLeft => (0, 0),
+            LetterboxStyle::Center => ((iw - nw) / 2, (ih - nh) / 2),
+        };
+        Geometry { iw, ih, ox, oy, nw, nh }
+    }
+
+    /// Writes `frame` into `input` (3 × the width × height of [`Self::input_size`] values) and returns where
+    /// it landed.
     pub fn run(&mut self, frame: &FrameView<'_>, input: &mut [f32]) -> Result<Letterbox, PreprocessError> {
-        let (iw, ih) = (self.spec.width, self.spec.height);
         let (fw, fh) = (frame.width.max(1), frame.height.max(1));
         let row = fw as usize * 3;
         if frame.stride < row || frame.data.len() < frame.stride * (fh as usize - 1) + row {
             return Err(PreprocessError::ShortFrame { len: frame.data.len(), width: fw, height: fh, stride: frame.stride });
         }
-        let r = (iw as f32 / fw as f32).min(ih as f32 / fh as f32);
-        let nw = ((fw as f32 * r) as u32).clamp(1, iw);
-        let nh = ((fh as f32 * r) as u32).clamp(1, ih);
-        let (ox, oy) = match self.spec.letterbox {
-            LetterboxStyle::TopLeft => (0, 0),
-            LetterboxStyle::Center => ((iw - nw) / 2, (ih - nh) / 2),
-        };
+        let geometry = self.geometry(fw, fh);
+        let Geometry { iw, ih, ox, oy, nw, nh } = geometry;
+        if input.len() < 3 * iw as usize * ih as usize {
+            return Err(PreprocessError::ShortInput { len: input.len(), width: iw, height: ih });
+        }
+        let input = &mut input[..3 * iw as usize * ih as usize];
 
         // The picture to copy: the frame itself when it already has the target size, else a resized copy.
         let (pixels, stride): (&[u8], usize) = if (nw, nh) == (fw, fh) {
@@ -118,7 +164,6 @@ impl Preprocessor {
             (&self.scaled, nw as usize * 3)
         };
 
-        let geometry = (ox, oy, nw, nh);
         if self.last_geometry != Some(geometry) {
             self.fill_padding(input);
             self.last_geometry = Some(geometry);
@@ -161,11 +206,14 @@ impl Preprocessor {
             scale_y: frame.source_height as f32 / nh as f32,
             source_width: frame.source_width,
             source_height: frame.source_height,
+            input_width: iw,
+            input_height: ih,
         })
     }
 
+    /// Fills `input` (one whole input of the current geometry) with the pad value.
     fn fill_padding(&self, input: &mut [f32]) {
-        let plane = self.spec.width as usize * self.spec.height as usize;
+        let plane = input.len() / 3;
         let pad = self.spec.pad_value as usize;
         match self.spec.layout {
             Layout::Nchw => {
@@ -189,7 +237,19 @@ mod tests {
     use super::*;
 
     fn spec(layout: Layout, letterbox: LetterboxStyle, channels: ChannelOrder) -> InputSpec {
-        InputSpec { name: "images".into(), width: 8, height: 8, layout, channels, scale: 1.0, mean: [0.0; 3], std: [1.0; 3], pad_value: 114, letterbox }
+        InputSpec {
+            name: "images".into(),
+            width: 8,
+            height: 8,
+            layout,
+            channels,
+            scale: 1.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            pad_value: 114,
+            letterbox,
+            rectangular: false,
+        }
     }
 
     /// A 4x2 BGR frame whose pixel (x, y) is (10x+y, 100+x, 200+y).
@@ -287,6 +347,34 @@ mod tests {
             }
         }
         assert_eq!(input[4 * 8], 114.0, "padding below the picture");
+    }
+
+    #[test]
+    fn a_rectangular_input_holds_the_picture_rounded_up_to_the_stride() {
+        let mut s = spec(Layout::Nchw, LetterboxStyle::TopLeft, ChannelOrder::Bgr);
+        (s.width, s.height) = (416, 416);
+        let mut p = Preprocessor::new(&s).rectangular(Some(32));
+        // A 16:9 frame already scaled by capture: 416x234 goes into 416x256, not 416x416.
+        let px: Vec<u8> = (0..416 * 234 * 3).map(|i| (i % 251) as u8).collect();
+        let view = FrameView::packed(&px, 416, 234);
+        assert_eq!(p.input_size(&view), (416, 256));
+        let mut input = vec![-1f32; 3 * 416 * 256];
+        let lb = p.run(&view, &mut input).unwrap();
+        assert_eq!((lb.input_width, lb.input_height, lb.scale_x, lb.scale_y), (416, 256, 1.0, 1.0));
+        let plane = 416 * 256;
+        assert_eq!(input[233 * 416 + 415], px[(233 * 416 + 415) * 3] as f32, "last picture row, B plane");
+        assert!(input[234 * 416..plane].iter().all(|v| *v == 114.0), "22 rows of padding below");
+        assert!(input[2 * plane + 234 * 416..].iter().all(|v| *v == 114.0), "in every plane");
+        assert!(matches!(p.run(&view, &mut vec![0f32; 3 * 416 * 200]), Err(PreprocessError::ShortInput { .. })));
+        // Portrait 232x416 → 256x416; a square frame fills the whole input; without the option, the square.
+        assert_eq!(p.input_size(&FrameView::packed(&px[..232 * 416 * 3], 232, 416)), (256, 416));
+        assert_eq!(p.input_size(&FrameView::packed(&px[..64 * 64 * 3], 64, 64)), (416, 416));
+        assert_eq!(Preprocessor::new(&s).input_size(&view), (416, 416));
+        // Centred letterboxes centre within the smaller input.
+        s.letterbox = LetterboxStyle::Center;
+        let mut c = Preprocessor::new(&s).rectangular(Some(32));
+        let lb = c.run(&view, &mut input).unwrap();
+        assert_eq!((lb.offset_x, lb.offset_y), (0.0, 11.0));
     }
 
     #[test]
