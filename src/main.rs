@@ -46,6 +46,33 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Runs the tracker offline on recorded detections and prints what it tracked: one JSON line per
+    /// frame (`seq`, `pts_ms`, `tracks`), plus the events it would have sent with --events.
+    Track {
+        /// Detections: `perch run --print-detections` or `perch detect` lines, or MOTChallenge det.txt
+        /// rows with --format mot. Standard input when absent.
+        file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = TrackFormat::Json)]
+        format: TrackFormat,
+        /// Config whose camera's [camera.track] settings and min_score to use (with --camera).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The camera of --config (default: its first).
+        #[arg(long)]
+        camera: Option<String>,
+        /// Detections from this score on start tracks (default: the camera's min_score, or 0.5).
+        #[arg(long)]
+        min_score: Option<f32>,
+        /// Frame rate of `perch detect` and MOT input.
+        #[arg(long, default_value_t = 5.0)]
+        fps: f64,
+        /// Picture size (WIDTHxHEIGHT) for input that does not carry it (`perch detect`, MOT).
+        #[arg(long, default_value = "1920x1080")]
+        size: String,
+        /// Also print the events (new/update/end messages as the broker would get them).
+        #[arg(long)]
+        events: bool,
+    },
     /// The running service's status: cameras, detector, outbox, recording, OTA (from its local /status).
     Status {
         #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
@@ -374,6 +401,26 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(_) => Ok(ExitCode::SUCCESS),
             }
         }
+        Command::Track { file, format, config, camera, min_score, fps, size, events } => {
+            let opts = track_options(config.as_deref(), camera.as_deref(), min_score, format, fps, &size, events)?;
+            let summary = match &file {
+                Some(f) => {
+                    let input = std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?;
+                    app::track::run(std::io::BufReader::new(input), &opts, &mut std::io::stdout().lock())
+                }
+                None => app::track::run(std::io::stdin().lock(), &opts, &mut std::io::stdout().lock()),
+            };
+            match summary {
+                Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => {
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(e),
+                Ok(s) => {
+                    eprintln!("{} frames, {} detections: {} objects became events, {} events", s.frames, s.detections, s.confirmed, s.events);
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
         Command::Status { config, json } => {
             let status = app::status::fetch(&config)?;
             if json {
@@ -520,6 +567,54 @@ fn fleet(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// The config given with `--config`, or the default one when it exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TrackFormat {
+    /// `perch run --print-detections` or `perch detect` JSON lines.
+    Json,
+    /// MOTChallenge det.txt rows.
+    Mot,
+}
+
+/// `perch track`'s settings: a camera's tracker from a config, or the defaults.
+fn track_options(
+    config: Option<&std::path::Path>,
+    camera: Option<&str>,
+    min_score: Option<f32>,
+    format: TrackFormat,
+    fps: f64,
+    size: &str,
+    events: bool,
+) -> anyhow::Result<app::track::TrackOptions> {
+    if !(fps > 0.0 && fps <= 1000.0) {
+        anyhow::bail!("--fps {fps} is out of range: use a rate above 0 and at most 1000");
+    }
+    let parsed = size.split_once('x').and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
+    let Some(size) = parsed.filter(|&(w, h)| w > 0 && h > 0) else {
+        anyhow::bail!("--size {size:?} is not WIDTHxHEIGHT: give the picture size in pixels, e.g. 1920x1080");
+    };
+    let (tracker, camera_score) = match config {
+        Some(path) => {
+            let c = Config::load(path)?;
+            let cam = match camera {
+                Some(id) => c.cameras.iter().find(|cam| cam.id == id).with_context(|| format!("{} has no camera {id:?}", path.display()))?,
+                None => c.cameras.first().with_context(|| format!("{} has no camera", path.display()))?,
+            };
+            (cam.track.clone(), cam.min_score)
+        }
+        None if camera.is_some() => anyhow::bail!("--camera needs --config: the camera's settings come from a config file"),
+        None => (perch::track::TrackerConfig::default(), 0.5),
+    };
+    let min_score = min_score.unwrap_or(camera_score);
+    if !(0.0..=1.0).contains(&min_score) {
+        anyhow::bail!("--min-score {min_score} is out of range: use a score between 0 and 1");
+    }
+    let format = match format {
+        TrackFormat::Json => app::track::Format::Json,
+        TrackFormat::Mot => app::track::Format::Mot,
+    };
+    Ok(app::track::TrackOptions { tracker, min_score, format, fps, size, events })
+}
+
 fn load_optional_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<Config>> {
     match path {
         Some(p) => Ok(Some(Config::load(p)?)),

@@ -11,7 +11,8 @@ use serde_json::Value;
 fn config(dir: &std::path::Path, port: u16, loop_file: bool) -> std::path::PathBuf {
     let video = media("pedestrians-720p-gop1s.mp4");
     let cam = format!(
-        "id = \"street\"\nsource = \"file://{}\"\ndetect_fps = 5\nloop_file = {loop_file}\nlabels = [\"person\"]\n[camera.track]\nzones = [{{ name = \"left\", polygon = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]] }}]",
+        "id = \"street\"\nsource = \"file://{}\"\ndetect_fps = 5\nloop_file = {loop_file}\nlabels = [\"person\"]\n[camera.track]\nzones = [{{ name = \"left\", polygon = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]] }}]\n\
+         [[camera.track.line]]\nname = \"middle\"\nfrom = [0.0, 0.6]\nto = [1.0, 0.6]",
         video.display()
     );
     let path = write_config(dir, &[cam], "");
@@ -82,7 +83,9 @@ fn events_from_a_real_video_arrive_with_every_field() {
         assert!(["new", "update", "end"].contains(&e["type"].as_str().unwrap()), "{e}");
         assert!(e["event_id"].as_str().is_some_and(|s| s.starts_with("street-")));
         let (score, top) = (e["score"].as_f64().unwrap(), e["top_score"].as_f64().unwrap());
-        assert!(score >= 0.5 && top >= score && top <= 1.0, "{e}");
+        // The latest sighting may be a weak box (the tracker's second stage, from low_score 0.1); the
+        // object itself was seen from min_score (0.5) on.
+        assert!(score >= 0.1 && top >= 0.5 && top >= score && top <= 1.0, "{e}");
         let b: Vec<f64> = e["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert!(b[0] < b[2] && b[1] < b[3] && b[2] <= 1280.0 && b[3] <= 720.0, "{e}");
         assert_eq!(e["frame_size"], serde_json::json!([1280, 720]));
@@ -90,7 +93,14 @@ fn events_from_a_real_video_arrive_with_every_field() {
         assert_eq!(rfc(&e["end"]), e["type"] == "end", "end time only on end: {e}");
         assert!(e["zones"].as_array().unwrap().iter().all(|z| z == "left"));
         assert!(e.get("clip").is_some() && e.get("snapshot").is_some());
+        assert_eq!(e["loitering"], serde_json::json!([]), "no zone has loitering_s: {e}");
+        for c in e["crossings"].as_array().unwrap() {
+            assert!(c["line"] == "middle" && ["left", "right"].contains(&c["direction"].as_str().unwrap()) && rfc(&c["at"]), "{e}");
+        }
     }
+    // Walkers go up and down the street: some cross the line across the middle, and say so.
+    let crossed = evs.iter().filter(|e| e["type"] == "end" && !e["crossings"].as_array().unwrap().is_empty()).count();
+    assert!(crossed >= 1, "no walker's end event lists a crossing of the middle line");
     // Every object's event opens and closes once, with one id; seq strictly increases.
     let ids = |kind: &str| evs.iter().filter(|e| e["type"] == kind).map(|e| e["event_id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
     let (new, end) = (ids("new"), ids("end"));

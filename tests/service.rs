@@ -44,14 +44,17 @@ fn file_camera_is_processed_at_the_detect_rate() {
     let median = gaps[gaps.len() / 2];
     assert!((median - 200.0).abs() <= 10.0, "median frame interval {median} ms");
     assert!(gaps[0] >= 190.0, "frames closer than the rate allows: {} ms", gaps[0]);
-    // Detections: people, in source pixels, only the configured label.
-    let with_people = frames.iter().filter(|f| !f["detections"].as_array().unwrap().is_empty()).count();
+    // Detections: people, in source pixels, only the configured label; from the tracker's low_score (0.1)
+    // on, since the weak boxes are printed too (they feed its second stage), and in most frames one from
+    // min_score (0.5) on.
+    let strong = |f: &&Value| f["detections"].as_array().unwrap().iter().any(|d| d["score"].as_f64().unwrap() >= 0.5);
+    let with_people = frames.iter().filter(strong).count();
     assert!(with_people as u64 >= captured * 3 / 4, "people found in only {with_people} frames");
     for f in &frames {
         assert_eq!((f["width"].as_u64(), f["height"].as_u64()), (Some(1280), Some(720)));
         for d in f["detections"].as_array().unwrap() {
             assert_eq!(d["label"], "person");
-            assert!(d["score"].as_f64().unwrap() >= 0.5);
+            assert!(d["score"].as_f64().unwrap() >= 0.1);
             assert!(d["box"][2].as_f64().unwrap() <= 1280.0 && d["box"][3].as_f64().unwrap() <= 720.0);
         }
     }

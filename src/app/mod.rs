@@ -8,3 +8,4 @@ pub mod ota;
 pub mod run;
 pub mod shadow;
 pub mod status;
+pub mod track;

@@ -211,7 +211,7 @@ impl Service {
             config: c.detector.clone(),
             engine_cache: c.engine_cache_dir(),
             labels: c.cameras.iter().map(|c| c.labels.clone()).collect(),
-            min_scores: c.cameras.iter().map(|c| c.min_score).collect(),
+            min_scores: c.cameras.iter().map(|c| (c.min_score, c.min_score.min(c.track.low_score))).collect(),
             hub: self.hub.clone(),
             out: tx,
             state: self.detector_tx.take().expect("one detector"),
@@ -237,7 +237,7 @@ impl Service {
             live: self.live.clone(),
             store_stats: self.store_stats.clone(),
         };
-        let trackers: Vec<_> = self.config.cameras.iter().map(|c| (c.id.clone(), c.track.clone())).collect();
+        let trackers: Vec<_> = self.config.cameras.iter().map(|c| (c.id.clone(), c.track.clone(), c.min_score)).collect();
         let events = EventStage::new(&self.config.device_id, &trackers, self.recording.clone(), sinks);
         let done = (!recorder).then(|| self.inputs_done.clone());
         self.tasks.spawn("events", events.run(detections, print, done));

@@ -99,8 +99,10 @@ pub(crate) enum Step {
     CandidateAfter,
 }
 
-fn found(d: &Detections) -> Vec<Found> {
-    d.iter().map(|x| Found { label: x.label.to_string(), bbox: x.bbox }).collect()
+/// The objects of a frame: detections from `min_score` on (the current model also reports weaker boxes for
+/// the tracker's second stage, which the candidate is not asked for).
+fn found(d: &Detections, min_score: f32) -> Vec<Found> {
+    d.iter().filter(|x| x.score >= min_score).map(|x| Found { label: x.label.to_string(), bbox: x.bbox }).collect()
 }
 
 impl Running {
@@ -152,10 +154,11 @@ impl Running {
         (ok, t.elapsed().as_secs_f64() * 1e3)
     }
 
-    /// Records one compared frame.
-    pub(crate) fn record(&mut self, current: &Detections, current_ms: f64, candidate: (bool, f64), slot: &TrialSlot) {
+    /// Records one compared frame: the candidate ran at `min_score`, the current model at or below it.
+    pub(crate) fn record(&mut self, current: &Detections, min_score: f32, current_ms: f64, candidate: (bool, f64), slot: &TrialSlot) {
         let (ok, candidate_ms) = candidate;
-        self.samples.push(ShadowFrame { current: found(current), current_ms, candidate: ok.then(|| found(&self.found)), candidate_ms });
+        let candidate = ok.then(|| found(&self.found, min_score));
+        self.samples.push(ShadowFrame { current: found(current, min_score), current_ms, candidate, candidate_ms });
         slot.compared.store(self.samples.len(), Ordering::Relaxed);
     }
 

@@ -36,7 +36,11 @@ pub struct FrameDetections {
 pub struct CameraFilter {
     /// Class ids to keep; `None` keeps all.
     pub classes: Option<Vec<u16>>,
+    /// Detections from this score on are objects (they start tracks, keep the camera active).
     pub min_score: f32,
+    /// The detector reports boxes from this score on (at most `min_score`): the tracker's second stage
+    /// continues tracks with them.
+    pub track_score: f32,
 }
 
 /// Upper bounds (ms) of the inference latency histogram's buckets; the last bucket is everything above.
@@ -74,7 +78,8 @@ pub struct DetectWorker {
     pub engine_cache: PathBuf,
     /// Filters by camera label names, resolved to class ids once the model is known.
     pub labels: Vec<Vec<String>>,
-    pub min_scores: Vec<f32>,
+    /// Per camera: `min_score`, and the lower score the tracker's second stage takes boxes from.
+    pub min_scores: Vec<(f32, f32)>,
     pub hub: Arc<FrameHub>,
     pub out: mpsc::Sender<FrameDetections>,
     pub state: watch::Sender<DetectorState>,
@@ -113,9 +118,10 @@ impl DetectWorker {
             self.labels
                 .iter()
                 .zip(&self.min_scores)
-                .map(|(labels, &min_score)| CameraFilter {
+                .map(|(labels, &(min_score, track_score))| CameraFilter {
                     classes: (!labels.is_empty()).then(|| labels.iter().filter_map(|l| detector.manifest().label_index(l).map(|i| i as u16)).collect()),
                     min_score,
+                    track_score,
                 })
                 .collect()
         };
@@ -161,13 +167,13 @@ impl DetectWorker {
                 _ => None,
             };
             let started = std::time::Instant::now();
-            let result = detector.detect(&frame.view(), filter.min_score, &mut found);
+            let result = detector.detect(&frame.view(), filter.track_score, &mut found);
             let current_ms = started.elapsed().as_secs_f64() * 1e3;
             if let (Step::CandidateAfter, Some(t)) = (&step, trial.as_mut()) {
                 candidate = Some(t.run_candidate(&frame.view(), filter.min_score));
             }
             if let (Ok(_), Some(c), Some(t), Some(slot)) = (&result, candidate, trial.as_mut(), &self.trial) {
-                t.record(&found, current_ms, c, slot);
+                t.record(&found, filter.min_score, current_ms, c, slot);
             }
             match result {
                 Ok(timings) => {
@@ -179,7 +185,8 @@ impl DetectWorker {
                         let _ = result.detections.push(d.clone());
                     }
                     if let Some((cadence, status)) = self.cadence.get_mut(camera) {
-                        cadence.detected(&frame.view(), frame.info.wall, !result.detections.is_empty());
+                        let active = result.detections.iter().any(|d| d.score >= filter.min_score);
+                        cadence.detected(&frame.view(), frame.info.wall, active);
                         status.still.store(cadence.still(), Ordering::Relaxed);
                     }
                     let preview = self.preview_every.is_some_and(|every| {

@@ -26,6 +26,7 @@ pub struct EventMessage<'a> {
     pub camera: &'a str,
     pub label: &'a str,
     pub class_id: u16,
+    /// The latest sighting's (a weak second-stage box may score below `min_score`), and the best.
     pub score: f32,
     pub top_score: f32,
     /// `[x1, y1, x2, y2]` in source pixels of a `frame_size` picture.
@@ -41,11 +42,36 @@ pub struct EventMessage<'a> {
     /// Since when the object has stood still, once it is stationary (a parked car): heartbeats stop, and
     /// its video ends there (plus post-roll).
     pub stationary_since: Option<String>,
+    /// The counting lines the object crossed (the latest 16), and the zones it has loitered in.
+    pub crossings: Vec<CrossingMessage<'a>>,
+    pub loitering: Vec<&'a str>,
     /// The recording of the event and its best frame; filled by the recording stage, `null` until then.
     pub clip: Option<String>,
     pub snapshot: Option<String>,
     /// When this message was made.
     pub ts: String,
+}
+
+/// One crossing of a counting line, as sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrossingMessage<'a> {
+    pub line: &'a str,
+    /// The side crossed to: `left` or `right` of the line, standing at its `from` end looking at `to`.
+    pub direction: crate::track::Direction,
+    pub at: String,
+}
+
+/// A camera's zone and line names, for messages (events refer to them by index).
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    pub zones: Vec<String>,
+    pub lines: Vec<String>,
+}
+
+impl Names {
+    pub fn of(track: &crate::track::TrackerConfig) -> Self {
+        Self { zones: track.zones.iter().map(|z| z.name.clone()).collect(), lines: track.line.iter().map(|l| l.name.clone()).collect() }
+    }
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -59,7 +85,8 @@ pub fn event_id(run_id: u32, camera: &str, track_id: u64, start: SystemTime) -> 
 }
 
 impl<'a> EventMessage<'a> {
-    pub fn new(seq: u64, event_id: &'a str, device_id: &'a str, camera: &'a str, zone_names: &'a [String], e: &'a TrackEvent) -> Self {
+    pub fn new(seq: u64, event_id: &'a str, device_id: &'a str, camera: &'a str, names: &'a Names, e: &'a TrackEvent) -> Self {
+        let name = |list: &'a [String], i: usize| list.get(i).map(String::as_str);
         Self {
             schema_version: SCHEMA_VERSION,
             seq,
@@ -76,8 +103,14 @@ impl<'a> EventMessage<'a> {
             start: rfc3339(e.start),
             end: (e.kind == EventKind::End).then(|| rfc3339(e.last_seen)),
             last_seen: rfc3339(e.last_seen),
-            zones: e.zones.iter().filter_map(|&i| zone_names.get(i).map(String::as_str)).collect(),
+            zones: e.zones.iter().filter_map(|&i| name(&names.zones, i)).collect(),
             stationary_since: e.stationary_since.map(rfc3339),
+            crossings: e
+                .crossings
+                .iter()
+                .filter_map(|c| Some(CrossingMessage { line: name(&names.lines, c.line)?, direction: c.to, at: rfc3339(c.at) }))
+                .collect(),
+            loitering: e.loitering.iter().filter_map(|&i| name(&names.zones, i)).collect(),
             clip: None,
             snapshot: None,
             ts: rfc3339(SystemTime::now()),

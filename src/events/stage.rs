@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::schema::{EventMessage, event_id, rfc3339};
+use super::schema::{EventMessage, Names, event_id, rfc3339};
 use super::{Outbox, StoreStats};
 use crate::detect::Detection;
 use crate::detect::worker::FrameDetections;
@@ -39,8 +39,8 @@ struct FrameLine<'a> {
 /// Tracking and the outbox: turns each frame's detections into events and stores them durably.
 pub struct EventStage {
     device_id: String,
-    /// Per camera: id and zone names.
-    cameras: Vec<(String, Vec<String>)>,
+    /// Per camera: id, zone and line names.
+    cameras: Vec<(String, Names)>,
     trackers: Vec<Tracker>,
     outbox: Arc<Outbox>,
     wake: Arc<tokio::sync::Notify>,
@@ -78,13 +78,13 @@ pub struct EventSinks {
 }
 
 impl EventStage {
-    /// One tracker per camera (its id and `[camera.track]`); `recording` is each camera's recording
-    /// settings when it is recorded.
-    pub fn new(device_id: &str, cameras: &[(String, TrackerConfig)], recording: Vec<Option<CameraRecordConfig>>, sinks: EventSinks) -> Self {
+    /// One tracker per camera (its id, `[camera.track]` and `min_score`); `recording` is each camera's
+    /// recording settings when it is recorded.
+    pub fn new(device_id: &str, cameras: &[(String, TrackerConfig, f32)], recording: Vec<Option<CameraRecordConfig>>, sinks: EventSinks) -> Self {
         Self {
             device_id: device_id.to_string(),
-            cameras: cameras.iter().map(|(id, track)| (id.clone(), track.zones.iter().map(|z| z.name.clone()).collect())).collect(),
-            trackers: cameras.iter().enumerate().map(|(i, (_, track))| Tracker::new(i, track.clone())).collect(),
+            cameras: cameras.iter().map(|(id, track, _)| (id.clone(), Names::of(track))).collect(),
+            trackers: cameras.iter().enumerate().map(|(i, (_, track, min_score))| Tracker::new(i, track.clone(), *min_score)).collect(),
             outbox: sinks.outbox,
             wake: sinks.wake,
             run_id: fastrand::u32(..),
@@ -142,8 +142,8 @@ impl EventStage {
         let (device, cameras, recording) = (&self.device_id, &self.cameras, &self.recording);
         let items = self.unstored.make_contiguous();
         let stored = self.outbox.append_batch(items, |seq, (id, e)| {
-            let (camera, zones) = &cameras[e.camera];
-            let mut msg = EventMessage::new(seq, id, device, camera, zones, e);
+            let (camera, names) = &cameras[e.camera];
+            let mut msg = EventMessage::new(seq, id, device, camera, names, e);
             if e.kind == EventKind::End && recording[e.camera].is_some() {
                 // Served by the evidence API once its post-roll is recorded; a `clip` message says when.
                 msg.clip = Some(format!("/api/clips/{id}.mp4"));
@@ -211,6 +211,9 @@ impl EventStage {
     fn frame(&mut self, f: &FrameDetections) {
         let camera = f.frame.camera;
         self.trackers[camera].update(&f.frame, &f.detections);
+        for &(line, to) in self.trackers[camera].crossings() {
+            self.live.crossing(camera, &self.cameras[camera].1.lines[line], to);
+        }
         self.live.frame(f);
         // Non-recorded cameras get a picture too (the status page's), but no snapshots.
         if let Some(image) = &f.image

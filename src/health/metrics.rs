@@ -133,6 +133,12 @@ pub fn render(h: &Handles) -> String {
             let _ = writeln!(o, "perch_events_total{{camera=\"{id}\",kind=\"{kind}\"}} {}", h.live.event_count(*i, k));
         }
     }
+    family(&mut o, "perch_line_crossings_total", "counter", "Objects (events) crossing a counting line, by camera, line and the side crossed to.");
+    for (cam, line, to, n) in h.live.crossing_counts() {
+        if let Some((_, id)) = cams.get(cam) {
+            let _ = writeln!(o, "perch_line_crossings_total{{camera=\"{id}\",line=\"{}\",direction=\"{}\"}} {n}", esc(&line), to.as_str());
+        }
+    }
     let ob = h.outbox.stats();
     family(&mut o, "perch_outbox_depth", "gauge", "Events waiting in the outbox for the broker's acknowledgement.");
     let _ = writeln!(o, "perch_outbox_depth {}", ob.depth);

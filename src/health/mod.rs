@@ -85,6 +85,8 @@ pub struct Live {
     events: Vec<[AtomicU64; 3]>,
     recent: Mutex<VecDeque<EventSummary>>,
     rates: Mutex<Vec<Rates>>,
+    /// Counting-line crossings per (camera, line, side crossed to). Few keys: the configured lines × 2.
+    crossings: Mutex<std::collections::BTreeMap<(usize, String, crate::track::Direction), u64>>,
 }
 
 pub const EVENT_KINDS: [&str; 3] = ["new", "update", "end"];
@@ -106,6 +108,7 @@ impl Live {
             events: (0..n).map(|_| Default::default()).collect(),
             recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
             rates: Mutex::new(vec![Rates::default(); n]),
+            crossings: Mutex::default(),
             cameras,
         }
     }
@@ -171,6 +174,22 @@ impl Live {
 
     pub fn processed(&self, cam: usize) -> u64 {
         self.processed.get(cam).map_or(0, |p| p.load(Relaxed))
+    }
+
+    /// Counts one crossing of a camera's counting line.
+    pub fn crossing(&self, cam: usize, line: &str, to: crate::track::Direction) {
+        let mut c = self.crossings.lock().unwrap_or_else(|e| e.into_inner());
+        match c.get_mut(&(cam, line.to_string(), to)) {
+            Some(n) => *n += 1,
+            None => {
+                c.insert((cam, line.to_string(), to), 1);
+            }
+        }
+    }
+
+    /// Every (camera, line, direction) crossed so far, with its count.
+    pub fn crossing_counts(&self) -> Vec<(usize, String, crate::track::Direction, u64)> {
+        self.crossings.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|((c, l, d), n)| (*c, l.clone(), *d, *n)).collect()
     }
 
     pub fn event_count(&self, cam: usize, kind: usize) -> u64 {
@@ -401,6 +420,8 @@ mod tests {
             zones: Vec::new(),
             best: crate::track::BestFrame { seq: 0, wall: now, score: 0.9, bbox: [0.0; 4] },
             stationary_since: None,
+            crossings: Vec::new(),
+            loitering: Vec::new(),
         };
         for seq in 0..(RECENT_EVENTS as u64 + 5) {
             e.kind = if seq % 2 == 0 { EventKind::New } else { EventKind::End };
