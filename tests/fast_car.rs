@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Line, Proc, free_port, media, mosquitto, perch, serial, subscriber, write_config};
-use serde_json::Value;
+use common::{Proc, event_messages, free_port, media, mosquitto, perch, publish_to, serial, subscriber, write_config};
 
 /// Clip length, and when the car enters (s).
 const LENGTH_S: u64 = 5;
@@ -38,16 +37,6 @@ fn crossing_clip(dir: &Path) -> PathBuf {
     out
 }
 
-fn events(lines: &[Line]) -> Vec<Value> {
-    lines
-        .iter()
-        .filter_map(|l| {
-            l.text.split_once(' ').filter(|(t, _)| t.starts_with("perch/test-box/events/")).and_then(|(_, p)| serde_json::from_str::<Value>(p).ok())
-        })
-        .filter(|m| m["type"] != "clip")
-        .collect()
-}
-
 #[test]
 fn a_car_crossing_the_picture_in_two_seconds_is_one_event_at_5_and_2_fps() {
     let _serial = serial();
@@ -65,8 +54,7 @@ fn a_car_crossing_the_picture_in_two_seconds_is_one_event_at_5_and_2_fps() {
         )
     };
     let config = write_config(dir.path(), &[camera("fps5", 5), camera("fps2", 2)], "");
-    let text = std::fs::read_to_string(&config).unwrap().replace("[detector]", &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\n[detector]"));
-    std::fs::write(&config, text).unwrap();
+    publish_to(&config, port);
     let mut p = Proc::spawn({
         let mut c = perch();
         c.arg("run").arg("--config").arg(&config);
@@ -74,7 +62,7 @@ fn a_car_crossing_the_picture_in_two_seconds_is_one_event_at_5_and_2_fps() {
     });
     assert!(p.wait_exit(Duration::from_secs(LENGTH_S + 60)).success(), "{}", p.stderr_text());
     assert!(sub.wait_for(Duration::from_secs(10), |out, _| out.iter().any(|l| l.text == "perch/test-box/status offline")));
-    let evs = events(&sub.stdout());
+    let evs = event_messages(&sub.stdout());
     let err = p.stderr_text();
     for cam in ["fps5", "fps2"] {
         let ids = |kind: &str| -> BTreeSet<String> {

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Line, Proc, free_port, media, mosquitto, perch, serial, subscriber, write_config};
-use serde_json::Value;
+use common::{Proc, event_messages, free_port, media, mosquitto, perch, publish_to, serial, subscriber, write_config};
 
 /// When the person enters, and how long the clip is (s).
 const ENTERS_S: f64 = 20.0;
@@ -41,16 +40,6 @@ fn walk_in_clip(dir: &Path) -> PathBuf {
     out
 }
 
-fn events(lines: &[Line]) -> Vec<Value> {
-    lines
-        .iter()
-        .filter_map(|l| {
-            l.text.split_once(' ').filter(|(t, _)| t.starts_with("perch/test-box/events/")).and_then(|(_, p)| serde_json::from_str::<Value>(p).ok())
-        })
-        .filter(|m| m["type"] != "clip")
-        .collect()
-}
-
 /// `key=value` from the camera's totals line, logged as the service stops.
 fn total(err: &str, camera: &str, key: &str) -> u64 {
     err.lines()
@@ -76,8 +65,7 @@ fn an_idle_camera_decoding_keyframes_only_still_reports_the_person_walking_in() 
         )
     };
     let config = write_config(dir.path(), &[camera("all", "all"), camera("keyframes", "keyframes_when_idle")], "");
-    let text = std::fs::read_to_string(&config).unwrap().replace("[detector]", &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\n[detector]"));
-    std::fs::write(&config, text).unwrap();
+    publish_to(&config, port);
     let mut p = Proc::spawn({
         let mut c = perch();
         c.arg("run").arg("--config").arg(&config);
@@ -85,7 +73,7 @@ fn an_idle_camera_decoding_keyframes_only_still_reports_the_person_walking_in() 
     });
     assert!(p.wait_exit(Duration::from_secs(LENGTH_S as u64 + 60)).success(), "{}", p.stderr_text());
     assert!(sub.wait_for(Duration::from_secs(10), |out, _| out.iter().any(|l| l.text == "perch/test-box/status offline")));
-    let evs = events(&sub.stdout());
+    let evs = event_messages(&sub.stdout());
     let err = p.stderr_text();
 
     // One person, one event, on each camera: opened and closed once.

@@ -163,6 +163,24 @@ pub fn rtsp_server(port: u16, file: &Path, user: Option<(&str, &str)>) -> Proc {
 }
 
 /// Parses JSON lines, skipping anything that is not JSON.
+/// The event messages (`new`, `update`, `end`; clip messages left out) a subscriber got on
+/// `perch/test-box/events/…`.
+pub fn event_messages(lines: &[Line]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            l.text.split_once(' ').filter(|(t, _)| t.starts_with("perch/test-box/events/")).and_then(|(_, p)| serde_json::from_str::<serde_json::Value>(p).ok())
+        })
+        .filter(|m| m["type"] != "clip")
+        .collect()
+}
+
+/// Points a config written by [`write_config`] at the MQTT broker on `port`.
+pub fn publish_to(config: &Path, port: u16) {
+    let text = std::fs::read_to_string(config).unwrap().replace("[detector]", &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\n[detector]"));
+    std::fs::write(config, text).unwrap();
+}
+
 pub fn json_lines(lines: &[Line]) -> Vec<serde_json::Value> {
     lines.iter().filter_map(|l| serde_json::from_str(&l.text).ok()).collect()
 }
