@@ -9,9 +9,10 @@
 //! `(n - 1) / fps` seconds).
 
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::capture::FrameInfo;
 use crate::detect::Detection;
 use crate::events::schema::{EventMessage, Names, event_id};
-use crate::track::{TrackView, Tracker, TrackerConfig};
+use crate::track::{TrackEvent, TrackView, Tracker, TrackerConfig};
 
 /// How the input is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,8 @@ pub struct Summary {
 struct Camera {
     tracker: Tracker,
     views: Vec<TrackView>,
+    /// Time of its latest frame.
+    last: SystemTime,
 }
 
 /// Runs the tracker over `input`; prints a line per frame (and the events) to `out`.
@@ -109,11 +112,32 @@ pub fn run(input: impl BufRead, opts: &TrackOptions, out: &mut impl Write) -> an
     let mut cameras: BTreeMap<String, Camera> = BTreeMap::new();
     let mut labels: BTreeMap<String, Arc<str>> = BTreeMap::new();
     let mut summary = Summary::default();
-    let mut confirmed = std::collections::HashSet::new();
+    let mut confirmed = HashSet::new();
     let names = Names::of(&opts.tracker);
+    // Counts the events and, with --events, prints them.
+    let report = |camera: &str, events: &[TrackEvent], at: SystemTime, summary: &mut Summary, confirmed: &mut HashSet<(String, u64)>, out: &mut dyn Write| {
+        for e in events {
+            summary.events += 1;
+            if confirmed.insert((camera.to_string(), e.track_id)) {
+                summary.confirmed += 1;
+            }
+            if opts.events {
+                let name = if camera.is_empty() { "camera" } else { camera };
+                let id = event_id(0, name, e.track_id, e.start);
+                let mut msg = EventMessage::new(summary.events, &id, "offline", name, &names, e);
+                msg.ts = crate::events::schema::rfc3339(at);
+                serde_json::to_writer(&mut *out, &msg)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        anyhow::Ok(())
+    };
     let mut sink = |f: FrameIn, summary: &mut Summary| -> anyhow::Result<()> {
-        let cam =
-            cameras.entry(f.camera.clone()).or_insert_with(|| Camera { tracker: Tracker::new(0, opts.tracker.clone(), opts.min_score), views: Vec::new() });
+        let cam = cameras.entry(f.camera.clone()).or_insert_with(|| Camera {
+            tracker: Tracker::new(0, opts.tracker.clone(), opts.min_score),
+            views: Vec::new(),
+            last: UNIX_EPOCH,
+        });
         let info = FrameInfo {
             camera: 0,
             seq: f.seq,
@@ -129,21 +153,8 @@ pub fn run(input: impl BufRead, opts: &TrackOptions, out: &mut impl Write) -> an
         cam.views.extend(cam.tracker.tracks());
         serde_json::to_writer(&mut *out, &FrameOut { camera: &f.camera, seq: f.seq, pts_ms: f.ms, tracks: &cam.views })?;
         out.write_all(b"\n")?;
-        for e in &events {
-            summary.events += 1;
-            if confirmed.insert((f.camera.clone(), e.track_id)) {
-                summary.confirmed += 1;
-            }
-            if opts.events {
-                let name = if f.camera.is_empty() { "camera" } else { f.camera.as_str() };
-                let id = event_id(0, name, e.track_id, e.start);
-                let mut msg = EventMessage::new(summary.events, &id, "offline", name, &names, e);
-                msg.ts = crate::events::schema::rfc3339(info.wall);
-                serde_json::to_writer(&mut *out, &msg)?;
-                out.write_all(b"\n")?;
-            }
-        }
-        Ok(())
+        cam.last = info.wall;
+        report(&f.camera, &events, info.wall, summary, &mut confirmed, &mut *out)
     };
     let mut reader = Reader { opts, pending: None, last: BTreeMap::new() };
     for (n, line) in input.lines().enumerate() {
@@ -161,6 +172,11 @@ pub fn run(input: impl BufRead, opts: &TrackOptions, out: &mut impl Write) -> an
     }
     if let Some(f) = reader.pending.take() {
         sink(f, &mut summary)?;
+    }
+    // The input's end is the end of every object still tracked, as a shutdown is for the service.
+    for (camera, cam) in &mut cameras {
+        let events = cam.tracker.finish().to_vec();
+        report(camera, &events, cam.last, &mut summary, &mut confirmed, &mut *out)?;
     }
     out.flush()?;
     Ok(summary)
@@ -308,5 +324,16 @@ mod tests {
         assert!(msg.contains("line 1") && msg.contains("--format mot"), "{msg}");
         let e = run("1,2,3\n".as_bytes(), &opts(Format::Mot), &mut Vec::new()).unwrap_err();
         assert!(format!("{e:#}").contains("at least 7 fields"), "{e:#}");
+    }
+
+    #[test]
+    fn the_end_of_the_input_ends_every_object() {
+        let input: String = (1..=5).map(|f| format!("{f},-1,{},100,50,150,0.9,-1,-1,-1\n", 100 + 5 * f)).collect();
+        let mut out = Vec::new();
+        let s = run(input.as_bytes(), &opts(Format::Mot), &mut out).unwrap();
+        let kinds: Vec<_> = lines(&out).iter().filter_map(|l| l.get("type").and_then(|t| t.as_str().map(String::from))).collect();
+        assert_eq!(kinds.first().map(String::as_str), Some("new"));
+        assert_eq!(kinds.last().map(String::as_str), Some("end"), "{kinds:?}");
+        assert_eq!(s.confirmed, 1);
     }
 }
