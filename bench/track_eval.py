@@ -146,8 +146,12 @@ def main():
         p, n = rows[i], rows[i + 1]
         good = p["idf1"] >= n["idf1"] and p["id_switches"] <= n["id_switches"]
         ok &= good
+        # Switches per unit of recall: a tracker that covers less of the ground truth has fewer chances to
+        # switch; this says how often each switches for what it tracks (printed, not judged).
+        per = lambda r: r["id_switches"] / max(r["recall"], 1e-9)
         print(f"{p['sequence']} at {p['fps']:g} fps: IDF1 perch/norfair {p['idf1'] / max(n['idf1'], 1e-9):.3f}x, "
-              f"ID switches {p['id_switches']} vs {n['id_switches']}{'' if good else '  <- perch behind'}")
+              f"ID switches {p['id_switches']} vs {n['id_switches']} (per unit of recall {per(p):.0f} vs {per(n):.0f})"
+              f"{'' if good else '  <- perch behind'}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

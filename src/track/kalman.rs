@@ -20,6 +20,10 @@ const SIZE_ACCELERATION_STD: f32 = 0.3;
 /// Velocity of a new track, before a second sighting says anything: up to this many sizes a second (1 σ).
 /// Wide, so a car crossing the picture in two seconds is found again on the next frame.
 const INITIAL_VELOCITY_STD: f32 = 1.5;
+/// How fast a new track's sides may be changing: objects move across the picture much faster than they
+/// grow or shrink, so a box of a very different size nearby is another object (in a crowd seen at 2 fps, the
+/// walker behind, not the same one).
+const INITIAL_SIZE_RATE_STD: f32 = 0.3;
 
 /// One coordinate: value, rate per second, and their covariance `[[pp, pv], [pv, vv]]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,7 +88,7 @@ impl BoxFilter {
     pub fn new(bbox: &[f32; 4]) -> Self {
         let z = to_cwh(bbox);
         let s = scale_of(&z);
-        let axis = |i: usize| Axis::new(z[i], 2.0 * MEASUREMENT_STD * s, INITIAL_VELOCITY_STD * s);
+        let axis = |i: usize| Axis::new(z[i], 2.0 * MEASUREMENT_STD * s, if i < 2 { INITIAL_VELOCITY_STD } else { INITIAL_SIZE_RATE_STD } * s);
         Self { axes: [axis(0), axis(1), axis(2), axis(3)] }
     }
 
@@ -129,13 +133,13 @@ impl BoxFilter {
         [self.axes[0].v, self.axes[1].v]
     }
 
-    /// Squared Mahalanobis distance between the predicted centre and `bbox`'s centre: how many standard
-    /// deviations of the prediction (plus the detection's own noise) apart they are: χ² with 2 degrees of
-    /// freedom for a true match (below 5.99 for 95 % of them).
-    pub fn centre_distance2(&self, bbox: &[f32; 4]) -> f32 {
+    /// Squared Mahalanobis distance between the predicted box and `bbox`, over centre and sides: how many
+    /// standard deviations of the prediction (plus the detection's own noise) apart they are: χ² with 4
+    /// degrees of freedom for a true match (below 9.49 for 95 % of them).
+    pub fn distance2(&self, bbox: &[f32; 4]) -> f32 {
         let z = to_cwh(bbox);
         let r = (MEASUREMENT_STD * scale_of(&z)).powi(2);
-        (0..2).map(|i| (z[i] - self.axes[i].p).powi(2) / self.axes[i].innovation_var(r)).sum()
+        self.axes.iter().zip(z).map(|(a, z)| (z - a.p).powi(2) / a.innovation_var(r)).sum()
     }
 }
 
@@ -174,11 +178,14 @@ mod tests {
             f.update(&boxed(500.0, 500.0));
         }
         let probe = boxed(560.0, 500.0);
-        let settled = f.centre_distance2(&probe);
+        let settled = f.distance2(&probe);
         let mut lost = f;
         lost.predict(2.0);
-        assert!(lost.centre_distance2(&probe) < settled / 4.0, "a longer gap must gate wider");
-        assert!(settled > 9.21, "60 px off a still 200 px object is no match: {settled}");
+        assert!(lost.distance2(&probe) < settled / 4.0, "a longer gap must gate wider");
+        assert!(settled > crate::track::assoc::GATE, "60 px off a still 200 px object is no match: {settled}");
+        // Right place, but a third taller: another object (a walker behind this one).
+        let taller = [450.0, 300.0, 550.0, 566.0];
+        assert!(f.distance2(&taller) > crate::track::assoc::GATE, "{}", f.distance2(&taller));
     }
 
     #[test]
@@ -187,13 +194,13 @@ mod tests {
         let car = |x: f32| [x, 400.0, x + 300.0, 550.0];
         let mut f = BoxFilter::new(&car(0.0));
         f.predict(0.5);
-        assert!(f.centre_distance2(&car(320.0)) < 9.21);
+        assert!(f.distance2(&car(320.0)) < crate::track::assoc::GATE);
         f.update(&car(320.0));
         f.predict(0.5);
         // Now it knows the speed: the third sighting is close to the prediction.
         let b = f.bbox();
         assert!((b[0] - 640.0).abs() < 120.0, "{b:?}");
-        assert!(f.centre_distance2(&car(640.0)) < 9.21);
+        assert!(f.distance2(&car(640.0)) < crate::track::assoc::GATE);
     }
 
     #[test]
