@@ -1,5 +1,9 @@
 """perch's tracker against norfair (the tracker Frigate uses) on the same detections, scored with motmetrics.
 
+Two kinds of input. (1) Derived detections on real trajectories, below. (2) With --clip: own clips with
+known trajectories (bench/track_clip.py: real walkers' pictures moved over a real plaza, encoded to H.264)
+on which perch's real detector runs; both trackers get its boxes.
+
 Ground truth: the real pedestrian trajectories shipped inside the motmetrics package (TUD-Campus and
 TUD-Stadtmitte of MOTChallenge 2015, 640x480 at 25 fps). Each sequence is taken at FPS frames a second
 (every phase of the subsampling), and detections are derived from its ground truth per seed: boxes jittered
@@ -23,6 +27,8 @@ import tempfile
 import motmetrics as mm
 import numpy as np
 from norfair import Detection, Tracker
+
+import track_clip
 
 MIN_SCORE = 0.5
 MIN_HITS = 3
@@ -63,13 +69,13 @@ def derive(gt_frames, rng, miss, weak, false_rate):
     return out
 
 
-def run_perch(perch, dets, fps, work):
+def run_perch(perch, dets, fps, work, size=SIZE):
     path = os.path.join(work, "det.txt")
     with open(path, "w") as f:
         for i, frame in enumerate(dets, start=1):
             for (x1, y1, x2, y2), s in frame:
                 f.write(f"{i},-1,{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{s:.3f},-1,-1,-1\n")
-    res = subprocess.run([perch, "track", "--format", "mot", "--fps", str(fps), "--size", f"{SIZE[0]}x{SIZE[1]}",
+    res = subprocess.run([perch, "track", "--format", "mot", "--fps", str(fps), "--size", f"{size[0]}x{size[1]}",
                           "--min-score", str(MIN_SCORE), path], capture_output=True, text=True, check=True)
     hyps = {i: [] for i in range(1, len(dets) + 1)}
     for line in res.stdout.splitlines():
@@ -102,6 +108,15 @@ def accumulate(acc, gt_frames, hyps, run):
         acc.update([base + t for t, _ in objs], [base + t for t, _ in hyps.get(i, [])], dist)
 
 
+def score(rows, accs, seq, fps, runs):
+    mh = mm.metrics.create()
+    for side, acc in accs.items():
+        s = mh.compute(acc, metrics=["idf1", "mota", "recall", "num_switches", "num_fragmentations"], name=side)
+        rows.append({"sequence": seq, "fps": fps, "tracker": side, "runs": runs,
+                     "idf1": float(s["idf1"].iloc[0]), "mota": float(s["mota"].iloc[0]), "recall": float(s["recall"].iloc[0]),
+                     "id_switches": int(s["num_switches"].iloc[0]), "fragmentations": int(s["num_fragmentations"].iloc[0])})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--perch", required=True)
@@ -111,6 +126,9 @@ def main():
     ap.add_argument("--weak", type=float, default=0.15)
     ap.add_argument("--false-rate", type=float, default=0.3, help="false boxes per frame")
     ap.add_argument("--json")
+    ap.add_argument("--clip", help="folder for the own clips (made once); without it, only the TUD sequences")
+    ap.add_argument("--clips", type=int, default=3, help="how many own clips (each its own walkers and paths)")
+    ap.add_argument("--media", help="folder with pedestrians-frame.jpg and pedestrians-720p-gop1s.mp4 (for --clip)")
     args = ap.parse_args()
     data = os.path.join(os.path.dirname(mm.__file__), "data")
     rows = []
@@ -130,12 +148,19 @@ def main():
                         accumulate(accs["perch"], frames, run_perch(args.perch, dets, fps, work), runs)
                         accumulate(accs["norfair"], frames, run_norfair(dets, fps), runs)
                         runs += 1
-                mh = mm.metrics.create()
-                for side, acc in accs.items():
-                    s = mh.compute(acc, metrics=["idf1", "mota", "recall", "num_switches", "num_fragmentations"], name=side)
-                    rows.append({"sequence": seq, "fps": fps, "tracker": side, "runs": runs,
-                                 "idf1": float(s["idf1"].iloc[0]), "mota": float(s["mota"].iloc[0]), "recall": float(s["recall"].iloc[0]),
-                                 "id_switches": int(s["num_switches"].iloc[0]), "fragmentations": int(s["num_fragmentations"].iloc[0])})
+                score(rows, accs, seq, fps, runs)
+        if args.clip:
+            # The own clip (bench/track_clip.py): the real detector's boxes on known trajectories.
+            clips = [track_clip.make(args.perch, args.media, args.clip, seed) for seed in range(1, args.clips + 1)]
+            for fps in (float(f) for f in args.fps.split(",")):
+                accs = {"perch": mm.MOTAccumulator(auto_id=True), "norfair": mm.MOTAccumulator(auto_id=True)}
+                for run, (video, gt) in enumerate(clips):
+                    sampled = track_clip.detect(args.perch, video, fps)
+                    frames = [gt.get(f, []) for f, _ in sampled]
+                    dets = [d for _, d in sampled]
+                    accumulate(accs["perch"], frames, run_perch(args.perch, dets, fps, work, track_clip.SIZE), run)
+                    accumulate(accs["norfair"], frames, run_norfair(dets, fps), run)
+                score(rows, accs, "own clips+model", fps, len(clips))
     # recall: the share of ground-truth boxes a track covered (a tracker that tracks nothing switches nothing).
     print(f"{'sequence':16} {'fps':>4} {'tracker':8} {'runs':>5} {'IDF1':>7} {'MOTA':>7} {'recall':>7} {'IDsw':>6} {'frag':>6}")
     for r in rows:
