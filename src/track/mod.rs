@@ -227,6 +227,9 @@ pub struct Tracker {
     dets_taken: Vec<bool>,
     kept: Vec<bool>,
     groups: Vec<Group>,
+    /// Each class id's label and group, found once from the label (the configured groups list labels; a
+    /// model promoted at run time may give a class id another label, so the label is checked).
+    class_groups: Vec<Option<(Arc<str>, Group)>>,
     /// Line crossings of objects that are events, made (or confirmed) in the last update.
     new_crossings: Vec<(usize, Direction)>,
 }
@@ -259,6 +262,7 @@ impl Tracker {
             dets_taken: Vec::new(),
             kept: Vec::new(),
             groups: Vec::new(),
+            class_groups: Vec::new(),
             new_crossings: Vec::new(),
         }
     }
@@ -272,8 +276,20 @@ impl Tracker {
         self.tracks.is_empty()
     }
 
-    fn group_of(&self, d: &Detection) -> Group {
-        self.cfg.groups.iter().position(|g| g.iter().any(|l| **l == *d.label)).map_or(UNGROUPED | Group::from(d.class_id), |i| i as Group)
+    fn group_of(&mut self, d: &Detection) -> Group {
+        let i = usize::from(d.class_id);
+        if self.class_groups.len() <= i {
+            self.class_groups.resize(i + 1, None);
+        }
+        match &self.class_groups[i] {
+            Some((label, g)) if Arc::ptr_eq(label, &d.label) || *label == d.label => *g,
+            _ => {
+                let g = self.cfg.groups.iter().position(|g| g.iter().any(|l| **l == *d.label));
+                let g = g.map_or(UNGROUPED | Group::from(d.class_id), |i| i as Group);
+                self.class_groups[i] = Some((d.label.clone(), g));
+                g
+            }
+        }
     }
 
     /// Feeds one processed frame (with all its detections, possibly none); returns the events it caused.
