@@ -163,7 +163,9 @@ make_opencv_doc_media() { # dir
   say "making the test media from Debian's opencv-doc (vtest.avi)"
   tmp=$(mktemp -d)
   chmod 755 "$tmp" # apt's download user must be able to write there
-  (cd "$tmp" && apt-get download -qq opencv-doc >/dev/null 2>&1 && dpkg -x opencv-doc_*.deb x) || die "could not download opencv-doc from Debian's archive"
+  # An image without package lists (PERCH_SKIP_APT=1) gets them first.
+  (cd "$tmp" && { apt-get download -qq opencv-doc >/dev/null 2>&1 || { $SUDO apt-get update -qq && apt-get download -qq opencv-doc >/dev/null; }; } \
+    && dpkg -x opencv-doc_*.deb x) || die "could not download opencv-doc from Debian's archive"
   vtest=$(find "$tmp/x" -name 'vtest.avi*' | head -1)
   [ -n "$vtest" ] || die "vtest.avi not found in opencv-doc"
   case "$vtest" in *.gz) gunzip -c "$vtest" >"$tmp/vtest.avi"; vtest=$tmp/vtest.avi ;; esac
