@@ -35,7 +35,9 @@ if [ ! -f "$media/street-camera.mp4" ]; then
   mv "$media/street-camera.tmp.mp4" "$media/street-camera.mp4"
 fi
 if [ ! -f "$media/static-camera.mp4" ]; then
-  ffmpeg -nostdin -v error -y -loop 1 -t 60 -i "$PERCH_MEDIA/dog-bicycle-car.jpg" \
+  # The setup's photo with nobody in it: dog-bicycle-car.jpg (../shared) or parked-van.jpg (opencv-doc).
+  photo=$(ls "$PERCH_MEDIA"/dog-bicycle-car.jpg "$PERCH_MEDIA"/parked-van.jpg 2>/dev/null | head -1)
+  ffmpeg -nostdin -v error -y -loop 1 -t 60 -i "$photo" \
     -vf "scale=1280:720,setsar=1,noise=alls=6:allf=t,format=yuv420p" "${camera_like[@]}" "$media/static-camera.tmp.mp4"
   mv "$media/static-camera.tmp.mp4" "$media/static-camera.mp4"
 fi

@@ -2,10 +2,15 @@
 # Installs everything perch needs to build, run its demo and pass its tests on Debian 12 (bookworm).
 # Idempotent: each step checks what is already there. Run as root (or with sudo available).
 #
-#   scripts/setup.sh            system packages, ONNX Runtime, model, test media
+#   scripts/setup.sh            system packages, ONNX Runtime, model check, test media
+#
+# Nothing is needed beside the checkout: the model is in models/ (git), the test media are made from
+# Debian's opencv-doc. ../shared, when present, is used instead (the model if models/ lacks it, its media).
 #
 # Environment:
-#   PERCH_MODEL_PATH   an operator-provided yolox_nano.onnx (checked against the pinned sha256)
+#   PERCH_NO_SHARED=1  ignore ../shared: the media are made from opencv-doc (what a fresh clone does)
+#   PERCH_MODEL_PATH   an operator-provided yolox_nano.onnx, when models/ has none that matches the pinned
+#                      sha256 (checked against it)
 #   PERCH_MODEL_URL    a release URL for it (same check)
 #   ORT_WHEEL          a local onnxruntime wheel to take libonnxruntime.so from, instead of PyPI
 #   PERCH_SKIP_APT=1   skip the system packages (already installed by an image)
@@ -13,6 +18,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED=${PERCH_SHARED:-$ROOT/../shared}
+[ "${PERCH_NO_SHARED:-0}" != 1 ] || SHARED=/nonexistent
 LOCAL=$ROOT/.local
 ORT_VERSION=1.31.1
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -100,6 +106,8 @@ else
 fi
 
 # --- model ------------------------------------------------------------------------------------
+# models/yolox_nano.onnx is committed (Apache-2.0, see models/yolox_nano.provenance); the other sources are
+# for a checkout without it (or with a damaged copy).
 MANIFEST=$ROOT/models/yolox_nano.toml
 MODEL=$ROOT/models/yolox_nano.onnx
 MODEL_SHA=$(sed -n 's/^sha256 *= *"\([0-9a-f]*\)".*/\1/p' "$MANIFEST")
@@ -121,44 +129,91 @@ if ! sha_ok "$MODEL" "$MODEL_SHA"; then
     sha_ok "$MODEL.part" "$MODEL_SHA" || { rm -f "$MODEL.part"; die "the downloaded model does not match the pinned sha256 $MODEL_SHA"; }
     mv "$MODEL.part" "$MODEL"
   fi
-  [ -f "$MODEL" ] || die "no model: put ../shared beside the checkout, or set PERCH_MODEL_PATH=/path/to/yolox_nano.onnx or PERCH_MODEL_URL"
+  [ -f "$MODEL" ] || die "no model: models/yolox_nano.onnx is missing or damaged (git checkout -- models/yolox_nano.onnx), or set PERCH_MODEL_PATH=/path/to/yolox_nano.onnx or PERCH_MODEL_URL"
 else
   say "model present (sha256 ok)"
 fi
 
 # --- media for the demo and the tests -----------------------------------------------------------
-MEDIA=$LOCAL/media
-mkdir -p "$MEDIA"
-copy_media() { # name sha256
-  local src=$SHARED/media/$1 dst=$MEDIA/$1
-  sha_ok "$dst" "$2" && return 0
+# One of two sets, each in its own folder, with .local/media linking to the one in use (the demo, the
+# tests, the benches and ota/vm/build.sh read .local/media):
+#   shared      ../shared/media: the 720p street video, its frame at 5 s, the dog-bicycle-car photo
+#   opencv-doc  made here from OpenCV's sample video vtest.avi in Debian's opencv-doc package (Apache-2.0 AND
+#               BSD-3-Clause), so that a fresh clone needs nothing but Debian's archive: the same street-video
+#               role under the same names (a 13.68 s cut as H.264 Main 1280x720, 25 fps, a keyframe every
+#               second, no audio, and its frame at 5 s), and parked-van.jpg (768x576: the scene with the
+#               walkers taken out, a temporal median of its frames, cropped to one parked van)
+# The shared set when ../shared is there (and PERCH_NO_SHARED is not 1), else opencv-doc. What each set
+# shows, for the tests that check content, is in tests/common/mod.rs (MediaSet).
+# The source files are pinned by sha256; the opencv-doc set's outputs are checked by their properties (x264
+# and the JPEG encoder may not give the same bytes in another ffmpeg) and remade when the recipe changes.
+VTEST_SHA=45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf
+OPENCV_DOC_RECIPE="$VTEST_SHA 1"
+copy_media() { # dir name sha256
+  local src=$SHARED/media/$2 dst=$1/$2
+  sha_ok "$dst" "$3" && return 0
   [ -f "$src" ] || return 1
-  sha_ok "$src" "$2" || die "$src does not match its sha256 $2"
+  sha_ok "$src" "$3" || die "$src does not match its sha256 $3"
   cp "$src" "$dst.part" && mv "$dst.part" "$dst"
 }
-have_shared=1
-copy_media pedestrians-720p-gop1s.mp4 e15ebd8439dcf0cc8cabef067e2e73040dff79909534bf685549535e92055f2d || have_shared=0
-copy_media pedestrians-frame.jpg f6243ef09cae36afb53bbdd3cc2a80cd9c7ed5387ecb528df40daed29aa50478 || have_shared=0
-copy_media dog-bicycle-car.jpg 5a9522051c3cec2bbd2f6323fccba32e8fbf3ddcc2b3e2fd46b04c720bc6f866 || have_shared=0
-if [ -f "$MEDIA/pedestrians-720p-gop1s.mp4" ]; then
-  ln -sf pedestrians-720p-gop1s.mp4 "$MEDIA/demo.mp4"
-elif [ ! -f "$MEDIA/vtest-h264.mp4" ]; then
-  # No ../shared: take OpenCV's sample video from Debian's opencv-doc and make it camera-like H.264.
-  say "../shared not found: making the demo video from Debian's opencv-doc (vtest.avi)"
+probe() { ffprobe -v error -select_streams v:0 -show_entries "stream=$2" -of default=nw=1:nk=1 "$1" | paste -sd' '; }
+make_opencv_doc_media() { # dir
+  local dir=$1 tmp vtest
+  [ "$(cat "$dir/recipe" 2>/dev/null)" = "$OPENCV_DOC_RECIPE" ] && return 0
+  say "making the test media from Debian's opencv-doc (vtest.avi)"
   tmp=$(mktemp -d)
   chmod 755 "$tmp" # apt's download user must be able to write there
-  (cd "$tmp" && apt-get download -qq opencv-doc >/dev/null && dpkg -x opencv-doc_*.deb x)
+  # An image without package lists (PERCH_SKIP_APT=1) gets them first.
+  (cd "$tmp" && { apt-get download -qq opencv-doc >/dev/null 2>&1 || { $SUDO apt-get update -qq && apt-get download -qq opencv-doc >/dev/null; }; } \
+    && dpkg -x opencv-doc_*.deb x) || die "could not download opencv-doc from Debian's archive"
   vtest=$(find "$tmp/x" -name 'vtest.avi*' | head -1)
   [ -n "$vtest" ] || die "vtest.avi not found in opencv-doc"
   case "$vtest" in *.gz) gunzip -c "$vtest" >"$tmp/vtest.avi"; vtest=$tmp/vtest.avi ;; esac
-  ffmpeg -loglevel error -y -i "$vtest" -an -c:v libx264 -profile:v main -pix_fmt yuv420p -g 10 -keyint_min 10 "$MEDIA/vtest-h264.mp4.part.mp4"
-  mv "$MEDIA/vtest-h264.mp4.part.mp4" "$MEDIA/vtest-h264.mp4"
+  sha_ok "$vtest" "$VTEST_SHA" || die "opencv-doc's vtest.avi does not match its sha256 $VTEST_SHA"
+  rm -f "$dir"/*
+  local ff=(ffmpeg -nostdin -v error -y)
+  # 13.68 s from 7 s on (walkers in every frame), the upper 768x432 of the picture (the street, the parked
+  # cars) scaled to 1280x720, 25 fps, encoded like a camera.
+  "${ff[@]}" -ss 7 -i "$vtest" -t 13.68 -an -vf 'crop=768:432:0:0,scale=1280:720,fps=25,format=yuv420p' \
+    -c:v libx264 -profile:v main -preset medium -crf 20 -g 25 -keyint_min 25 -sc_threshold 0 -threads 1 "$tmp/street.mp4"
+  "${ff[@]}" -ss 5 -i "$tmp/street.mp4" -frames:v 1 -q:v 2 "$tmp/frame.jpg"
+  # The median of every 7th frame over 113 frames (79 s): nobody stands that long, so nobody is left.
+  "${ff[@]}" -i "$vtest" -vf "select='not(mod(n\,7))',setpts=N/TB,tmedian=radius=56,crop=728:546:0:0,scale=768:576" \
+    -frames:v 1 -q:v 2 "$tmp/van.jpg"
+  [ "$(probe "$tmp/street.mp4" codec_name,profile,width,height,r_frame_rate,nb_frames)" = "h264 Main 1280 720 25/1 342" ] \
+    || die "the street video made from vtest.avi is not H.264 Main 1280x720 25 fps with 342 frames: $(probe "$tmp/street.mp4" codec_name,profile,width,height,r_frame_rate,nb_frames)"
+  [ "$(probe "$tmp/frame.jpg" width,height)" = "1280 720" ] || die "the street frame is not 1280x720"
+  [ "$(probe "$tmp/van.jpg" width,height)" = "768 576" ] || die "parked-van.jpg is not 768x576"
+  mv "$tmp/street.mp4" "$dir/pedestrians-720p-gop1s.mp4"
+  mv "$tmp/frame.jpg" "$dir/pedestrians-frame.jpg"
+  mv "$tmp/van.jpg" "$dir/parked-van.jpg"
   rm -rf "$tmp"
-  ln -sf vtest-h264.mp4 "$MEDIA/demo.mp4"
+  echo "$OPENCV_DOC_RECIPE" >"$dir/recipe"
+}
+shared_media=(
+  "pedestrians-720p-gop1s.mp4 e15ebd8439dcf0cc8cabef067e2e73040dff79909534bf685549535e92055f2d"
+  "pedestrians-frame.jpg f6243ef09cae36afb53bbdd3cc2a80cd9c7ed5387ecb528df40daed29aa50478"
+  "dog-bicycle-car.jpg 5a9522051c3cec2bbd2f6323fccba32e8fbf3ddcc2b3e2fd46b04c720bc6f866"
+)
+media_set=opencv-doc
+if [ "${PERCH_NO_SHARED:-0}" != 1 ] && [ -d "$SHARED/media" ]; then
+  media_set=shared
+  mkdir -p "$LOCAL/media-shared"
+  for m in "${shared_media[@]}"; do
+    read -r name sha <<<"$m"
+    copy_media "$LOCAL/media-shared" "$name" "$sha" || die "$SHARED/media/$name not found: run with PERCH_NO_SHARED=1 to make the media from Debian's opencv-doc"
+  done
 else
-  ln -sf vtest-h264.mp4 "$MEDIA/demo.mp4"
+  mkdir -p "$LOCAL/media-opencv-doc"
+  make_opencv_doc_media "$LOCAL/media-opencv-doc"
 fi
-[ $have_shared = 1 ] || say "note: the test media come from ../shared; without it only the demo video is available"
+echo "$media_set" >"$LOCAL/media-$media_set/set"
+ln -sfn pedestrians-720p-gop1s.mp4 "$LOCAL/media-$media_set/demo.mp4"
+# .local/media was a folder of copies before there were two sets.
+[ -L "$LOCAL/media" ] || rm -rf "$LOCAL/media"
+ln -sfn "media-$media_set" "$LOCAL/media"
+MEDIA=$LOCAL/media
+say "test media: the $media_set set ($LOCAL/media-$media_set)"
 
 # --- environment for the demo, the tests and the benches -----------------------------------------
 cat >"$LOCAL/env" <<ENV

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{media, model, perch};
+use common::{media, model, perch, photo, street_frame};
 use serde_json::Value;
 
 fn detect(args: &[&str]) -> (bool, Vec<Value>, String) {
@@ -33,35 +33,35 @@ fn find(dets: &[Value], labels: &[&str], expected: [f64; 4]) -> Option<(f64, f64
 }
 
 #[test]
-fn photo_with_vehicles_and_a_dog() {
-    let img = media("dog-bicycle-car.jpg");
-    let (ok, dets, err) = detect(&[img.to_str().unwrap()]);
+fn photo_with_vehicles_and_no_person() {
+    let photo = photo();
+    let name = photo.path.file_name().unwrap().to_str().unwrap().to_string();
+    let (ok, dets, err) = detect(&[photo.path.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert!(dets.iter().all(|d| d["file"].as_str().unwrap().ends_with("dog-bicycle-car.jpg")));
-    // Reference boxes (source pixels of the 768x576 photo) from the model's documented output.
-    for (labels, expected) in
-        [(&["dog"][..], [133.0, 207.0, 325.0, 542.0]), (&["bicycle"][..], [46.0, 132.0, 572.0, 431.0]), (&["car", "truck"][..], [467.0, 78.0, 692.0, 172.0])]
-    {
-        let (overlap, score) = find(&dets, labels, expected).unwrap_or_else(|| panic!("no {labels:?} in {dets:?}"));
+    assert!(dets.iter().all(|d| d["file"].as_str().unwrap().ends_with(&name)));
+    // Reference boxes (source pixels of the photo) of what the model finds in it (tests/common: MediaSet).
+    for (labels, expected) in &photo.objects {
+        let (overlap, score) = find(&dets, labels, *expected).unwrap_or_else(|| panic!("no {labels:?} in {dets:?}"));
         assert!(overlap > 0.8, "{labels:?} box overlaps the expected one only {overlap:.2}: {dets:?}");
         assert!(score > 0.6, "{labels:?} score {score}");
     }
     // Boxes are in source pixels, inside the picture.
+    let (w, h) = photo.size;
     for d in &dets {
         let b = bbox(d);
-        assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 768.0 && b[3] <= 576.0 && b[0] < b[2] && b[1] < b[3], "{d}");
+        assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= w && b[3] <= h && b[0] < b[2] && b[1] < b[3], "{d}");
     }
     assert!(!dets.iter().any(|d| d["label"] == "person" && d["score"].as_f64().unwrap() > 0.5), "no person in this photo: {dets:?}");
 }
 
 #[test]
 fn video_frame_with_pedestrians() {
-    let img = media("pedestrians-frame.jpg");
-    let (ok, dets, err) = detect(&["--min-score", "0.5", img.to_str().unwrap()]);
+    let frame = street_frame();
+    let (ok, dets, err) = detect(&["--min-score", "0.5", frame.path.to_str().unwrap()]);
     assert!(ok, "{err}");
     let people: Vec<_> = dets.iter().filter(|d| d["label"] == "person").collect();
     assert!(people.len() >= 5, "expected several people, got {dets:?}");
-    for expected in [[804.0, 433.0, 864.0, 558.0], [1062.0, 188.0, 1113.0, 296.0]] {
+    for expected in frame.people {
         let (overlap, score) = find(&dets, &["person"], expected).unwrap();
         assert!(overlap > 0.7 && score > 0.6, "person near {expected:?}: iou {overlap:.2} score {score}");
     }
@@ -92,7 +92,7 @@ fn missing_file_and_bad_provider_fail_clearly() {
     assert!(err.contains("/nonexistent/clip.mp4") && err.contains("no such file"), "{err}");
 
     // The CPU build of ONNX Runtime has no CUDA: asking for it must fail loudly, naming the way out.
-    let img = media("dog-bicycle-car.jpg");
+    let img = photo().path;
     let (ok, dets, err) = detect(&["--providers", "cuda,cpu", img.to_str().unwrap()]);
     assert!(!ok, "cuda must not silently fall back to cpu; got {dets:?}");
     assert!(err.contains("`cuda`") && err.contains("allow_cpu_fallback"), "{err}");
@@ -102,11 +102,12 @@ fn missing_file_and_bad_provider_fail_clearly() {
 fn cpu_fallback_is_allowed_when_configured() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::write_config(dir.path(), &[], "providers = [\"tensorrt\", \"cuda\", \"cpu\"]\nallow_cpu_fallback = true");
-    let img = media("dog-bicycle-car.jpg");
-    let out = perch().args(["detect", "--config"]).arg(&cfg).arg(&img).env("PERCH_LOG", "warn").output().unwrap();
+    let photo = photo();
+    let out = perch().args(["detect", "--config"]).arg(&cfg).arg(&photo.path).env("PERCH_LOG", "warn").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"label\":\"dog\""));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(photo.labels.iter().all(|l| stdout.contains(&format!("\"label\":\"{l}\""))), "{stdout}");
     // The fallback is never silent.
     assert!(err.contains("tensorrt") && err.contains("allow_cpu_fallback"), "fallback not reported: {err}");
 }
@@ -120,7 +121,7 @@ fn corrupt_model_is_refused_by_checksum() {
     let n = bytes.len();
     bytes[n / 2] ^= 0xff;
     std::fs::write(dir.path().join("m.onnx"), bytes).unwrap();
-    let out = perch().args(["detect", "--model"]).arg(dir.path().join("m.toml")).arg(media("dog-bicycle-car.jpg")).output().unwrap();
+    let out = perch().args(["detect", "--model"]).arg(dir.path().join("m.toml")).arg(photo().path).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("SHA-256") && err.contains("m.onnx"), "{err}");
@@ -130,7 +131,7 @@ fn corrupt_model_is_refused_by_checksum() {
 /// 416×256 input instead of 416×416 and the same people are found in the same places as with the square.
 #[test]
 fn a_rectangular_input_finds_what_the_square_one_finds() {
-    let img = media("pedestrians-frame.jpg");
+    let img = street_frame().path;
     let bench = |square: bool| -> Value {
         let mut c = perch();
         c.args(["bench", "--iterations", "2", "--warmup", "0", "--threads", "1", "--min-score", "0.5", "--model"]).arg(model()).arg("--image").arg(&img);

@@ -463,7 +463,7 @@ fn the_service_tries_model_releases_in_shadow_and_promotes_only_a_good_one() {
     assert!(d.join("state/models/2/copy.onnx").exists() && d.join("state/models/active.json").exists());
 
     // Perturbed weights: it runs, but finds other things. Rejected with the figures; the copy serves on.
-    let (url, sha) = model_bundle("perturbed", "3", Some((841_821, 32_768)), Some(1));
+    let (url, sha) = model_bundle("perturbed", "3", Some(common::PERTURBED), Some(1));
     let (code, text) = rollout(&url, "model-3.json");
     assert_eq!(code, Some(2), "the rollout pauses on the rejection: {text}");
     assert!(text.contains("rejected: disagreement"), "{text}");

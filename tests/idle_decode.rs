@@ -11,26 +11,30 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, event_messages, free_port, media, mosquitto, perch, publish_to, serial, subscriber, write_config};
+use common::{Proc, event_messages, free_port, mosquitto, perch, photo, publish_to, serial, street_frame, subscriber, write_config};
 
 /// When the person enters, and how long the clip is (s).
 const ENTERS_S: f64 = 20.0;
 const LENGTH_S: f64 = 36.0;
 
-/// The clip: the dog-bicycle-car photo as the empty scene (the camera reports persons only), and a person
-/// cut from the street frame walking in at 80 px/s from `ENTERS_S`, still in view when the clip ends. Slow
-/// enough that today's tracker keeps one identity through the frames the detector misses (issue 17).
+/// The clip: the photo with vehicles and nobody in it as the empty scene (the camera reports persons only),
+/// and a person cut from the street frame (a margin around one of its reference people), 400 px tall,
+/// walking in at 80 px/s from `ENTERS_S`, still in view when the clip ends. Slow enough that today's tracker
+/// keeps one identity through the frames the detector misses (issue 17).
 fn walk_in_clip(dir: &Path) -> PathBuf {
     let out = dir.join("walk-in.mp4");
+    let frame = street_frame();
+    let [x0, y0, x1, y1] = frame.people[0];
+    let (x, y, w, h) = ((x0 - 14.0).round(), (y0 - 13.0).round(), (x1 - x0 + 30.0).round(), (y1 - y0 + 25.0).round());
     let filter = format!(
-        "[0]scale=1280:720,setsar=1,noise=alls=6:allf=t,format=yuv420p[bg];[1]crop=90:150:790:420,scale=240:400[p];\
-         [bg][p]overlay=x='-240+(t-{ENTERS_S})*80':y=300:enable='gte(t,{ENTERS_S})'"
+        "[0]scale=1280:720,setsar=1,noise=alls=6:allf=t,format=yuv420p[bg];[1]crop={w}:{h}:{x}:{y},scale=-2:400[p];\
+         [bg][p]overlay=x='-overlay_w+(t-{ENTERS_S})*80':y=300:enable='gte(t,{ENTERS_S})'"
     );
     let status = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-y", "-loop", "1", "-t", &LENGTH_S.to_string(), "-i"])
-        .arg(media("dog-bicycle-car.jpg"))
+        .arg(photo().path)
         .args(["-loop", "1", "-t", &LENGTH_S.to_string(), "-i"])
-        .arg(media("pedestrians-frame.jpg"))
+        .arg(&frame.path)
         .args(["-filter_complex", &filter, "-r", "25", "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-keyint_min", "25", "-bf", "0"])
         .args(["-pix_fmt", "yuv420p"])
         .arg(&out)

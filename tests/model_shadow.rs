@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{candidate_model as candidate, free_port, media, model, mosquitto, perch, subscriber};
+use common::{candidate_model as candidate, free_port, media, model, mosquitto, perch, photo, subscriber};
 
 fn shadow(candidate: &Path, mqtt: &str) -> (Option<i32>, serde_json::Value) {
     let out = perch()
@@ -17,7 +17,7 @@ fn shadow(candidate: &Path, mqtt: &str) -> (Option<i32>, serde_json::Value) {
         .arg(model())
         .arg("--candidate")
         .arg(candidate)
-        .args([media("dog-bicycle-car.jpg"), media("pedestrians-frame.jpg"), media("demo.mp4")])
+        .args([photo().path, media("pedestrians-frame.jpg"), media("demo.mp4")])
         .output()
         .unwrap();
     let verdict = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
@@ -40,8 +40,8 @@ fn a_copy_is_promoted_and_a_different_or_broken_model_rejected_with_figures_on_m
     assert_eq!(v["error_rate"], 0.0, "{v}");
     assert!(v["current_detections"].as_u64().unwrap() > 10, "{v}");
 
-    // 32 KiB of weights changed: it loads and runs, and finds other things.
-    let (code, v) = shadow(&candidate(dir.path(), "perturbed", Some((841_821, 32_768))), &mqtt);
+    // 64 KiB of weights changed: it loads and runs, and finds other things.
+    let (code, v) = shadow(&candidate(dir.path(), "perturbed", Some(common::PERTURBED)), &mqtt);
     assert_eq!(code, Some(3), "{v}");
     assert_eq!(v["promote"], false, "{v}");
     assert!(v["disagreement"].as_f64().unwrap() >= 0.2, "{v}");

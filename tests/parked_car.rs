@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::http::{TOKEN, fetch, fetch_video};
-use common::{Line, Proc, free_port, media, mosquitto, perch, rtsp_server, subscriber, wait_port, write_config};
+use common::{Line, Proc, free_port, media, mosquitto, perch, photo, rtsp_server, subscriber, wait_port, write_config};
 use serde_json::Value;
 
 /// How long the car stands alone before the person comes (`PERCH_PARKED_S` shortens it while working on
@@ -27,7 +27,8 @@ const POST_ROLL_S: f64 = 10.0;
 /// 15 minutes of this stream is about 100 MB: an event holding video from the car's arrival would fill it.
 const QUOTA: u64 = 48 << 20;
 
-/// The camera's stream: the photo (a car, a dog, a bicycle) at 5 fps, H.264 with a keyframe every 2 s;
+/// The camera's stream: the photo with a vehicle (`common::photo`: a car with a dog and a bicycle, or a
+/// parked van) at 5 fps, H.264 with a keyframe every 2 s;
 /// after `PARKED_S`, the street video plays in the lower left of the picture (people walk through), below
 /// the car.
 fn stream(dir: &Path) -> PathBuf {
@@ -40,7 +41,7 @@ fn stream(dir: &Path) -> PathBuf {
     );
     let status = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-loop", "1", "-framerate", "5", "-t", &total.to_string(), "-i"])
-        .arg(media("dog-bicycle-car.jpg"))
+        .arg(photo().path)
         .arg("-i")
         .arg(media("pedestrians-720p-gop1s.mp4"))
         .args(["-filter_complex", &filter, "-map", "[v]", "-c:v", "libx264", "-preset", "veryfast", "-crf", "26", "-g", "10", "-keyint_min", "10"])

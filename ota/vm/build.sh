@@ -20,7 +20,8 @@
 # The Debian part (about 70 s, 90 MB from the archive) is cached under $PERCH_VM_CACHE (default
 # ~/.cache/perch-vm), keyed by the package list and this script's base recipe; an empty cache works too.
 # Inputs: $PERCH_BIN (default target/release/perch), $PERCH_ORT_LIB (default .local/onnxruntime/libonnxruntime.so),
-# the model in models/ and the golden frame from $PERCH_GOLDEN (default the setup's media).
+# the model in models/ and the golden frame from $PERCH_GOLDEN with the labels in it, $PERCH_GOLDEN_LABELS (a
+# TOML list; default the photo of the setup's media set and its labels, as tests/common/mod.rs's photo()).
 set -euo pipefail
 
 root_dir=$(cd "$(dirname "$0")/../.." && pwd)
@@ -44,7 +45,12 @@ bin=${PERCH_BIN:-$root_dir/target/release/perch}
 [ -x "$bin" ] || { echo "build.sh: $bin not found: cargo build --release first (or set PERCH_BIN)" >&2; exit 2; }
 ort=${PERCH_ORT_LIB:-$root_dir/.local/onnxruntime/libonnxruntime.so}
 [ -f "$ort" ] || { echo "build.sh: libonnxruntime.so not found: run scripts/setup.sh (or set PERCH_ORT_LIB)" >&2; exit 2; }
-golden=${PERCH_GOLDEN:-$root_dir/.local/media/dog-bicycle-car.jpg}
+case "${PERCH_GOLDEN:+own}:$(cat "$root_dir/.local/media/set" 2>/dev/null)" in
+  own:*) golden=$PERCH_GOLDEN golden_labels=${PERCH_GOLDEN_LABELS:?set it with PERCH_GOLDEN, e.g. '["car"]'} ;;
+  :shared) golden=$root_dir/.local/media/dog-bicycle-car.jpg golden_labels='["dog", "bicycle", "car"]' ;;
+  :opencv-doc) golden=$root_dir/.local/media/parked-van.jpg golden_labels='["truck", "car"]' ;;
+  *) golden=$root_dir/.local/media/none.jpg golden_labels='[]' ;;
+esac
 [ -f "$golden" ] || { echo "build.sh: golden frame $golden not found: run scripts/setup.sh (or set PERCH_GOLDEN)" >&2; exit 2; }
 [ -f "$root_dir/models/yolox_nano.onnx" ] || { echo "build.sh: models/yolox_nano.onnx not found: run scripts/setup.sh" >&2; exit 2; }
 
@@ -114,6 +120,7 @@ make_tree() {
   install -m 0644 "$golden" "$r/usr/share/perch/golden.jpg"
   install -m 0644 "$root_dir/ota/dev-keys/dev-1.pub" "$r/etc/perch/ota-keys/"
   install -m 0644 "$root_dir/ota/vm/perch.toml" "$r/etc/perch/perch.toml"
+  sed -i "s/^golden_labels = .*/golden_labels = $golden_labels/" "$r/etc/perch/perch.toml"
   # The test agent (a VM-only unit: commands from the host over a virtio serial port).
   install -m 0755 "$root_dir/ota/vm/agent/perch-vm-agent" "$r/usr/lib/perch/perch-vm-agent"
   install -m 0644 "$root_dir/ota/vm/agent/perch-vm-agent.service" "$r/usr/lib/systemd/system/"
