@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, event_messages, free_port, media, mosquitto, perch, publish_to, serial, subscriber, write_config};
+use common::{Proc, event_messages, free_port, mosquitto, perch, photo, publish_to, serial, subscriber, write_config};
 
 /// Clip length, and when the car enters (s).
 const LENGTH_S: u64 = 5;
@@ -21,14 +21,16 @@ const ENTERS_S: f64 = 1.0;
 /// left at the right two seconds later.
 fn crossing_clip(dir: &Path) -> PathBuf {
     let out = dir.join("fast-car.mp4");
+    let photo = photo();
+    let ([x, y, w, h], height) = photo.vehicle_cut;
     let filter = format!(
-        "[0]noise=alls=6:allf=t,format=yuv420p[bg];[1]crop=226:100:466:72,scale=452:200[c];\
-         [bg][c]overlay=x='-452+(t-{ENTERS_S})*866':y=400:enable='gte(t,{ENTERS_S})'"
+        "[0]noise=alls=6:allf=t,format=yuv420p[bg];[1]crop={w}:{h}:{x}:{y},scale=-2:{height}[c];\
+         [bg][c]overlay=x='-overlay_w+(t-{ENTERS_S})*866':y=400:enable='gte(t,{ENTERS_S})'"
     );
     let status = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", &format!("color=c=0x707070:s=1280x720:d={LENGTH_S}:r=25")])
         .args(["-loop", "1", "-t", &LENGTH_S.to_string(), "-i"])
-        .arg(media("dog-bicycle-car.jpg"))
+        .arg(&photo.path)
         .args(["-filter_complex", &filter, "-r", "25", "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p"])
         .arg(&out)
         .status()
