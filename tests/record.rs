@@ -428,10 +428,14 @@ fn a_camera_detects_on_its_sub_stream_and_records_its_main_stream() {
     std::fs::write(&cfg, text).unwrap();
     let mut p = run(&cfg);
     wait_port(http, &p);
-    let complete = |lines: &[Line]| clips(lines).into_iter().find(|c| c["status"] == "complete" && c["snapshot"].is_string());
-    assert!(sub_proc.wait_for(Duration::from_secs(60), |out, _| complete(out).is_some()), "no clip: {}", p.stderr_text());
+    // Any clip with a snapshot will do, complete or partial: what is checked here is which stream it comes
+    // from. (The test camera serves its file once per connection and perch reconnects, so an event that
+    // starts with a pass lacks its pre-roll and one still going at the pass's end has a gap: on the
+    // opencv-doc street, whose walkers are in view all through a pass, every clip is partial.)
+    let ready = |lines: &[Line]| clips(lines).into_iter().find(|c| c["status"] != "failed" && c["snapshot"].is_string() && c["clip"].is_string());
+    assert!(sub_proc.wait_for(Duration::from_secs(60), |out, _| ready(out).is_some()), "no clip: {}", p.stderr_text());
     let out = sub_proc.stdout();
-    let c = complete(&out).unwrap();
+    let c = ready(&out).unwrap();
     // Detection saw the sub-stream's pictures...
     let new = messages(&out, "/events/gate").into_iter().find(|m| m["type"] == "new").unwrap();
     assert_eq!(new["frame_size"], serde_json::json!([640, 360]), "{new}");
