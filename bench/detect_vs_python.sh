@@ -24,7 +24,7 @@ GOAL_TOTAL=0.8
 GOAL_INFERENCE=1.02
 
 if [[ -z "${IMAGE:-}" ]]; then
-    if [[ -d ../shared/media ]]; then IMAGE=../shared/media/pedestrians-frame.jpg; else IMAGE=.local/media/pedestrians-frame.jpg; fi
+    IMAGE=.local/media/pedestrians-frame.jpg # the media set setup installed (scripts/setup.sh)
 fi
 ITERATIONS=${ITERATIONS:-200}
 WARMUP=${WARMUP:-20}
