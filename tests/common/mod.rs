@@ -235,7 +235,6 @@ pub fn rtsp_server(port: u16, file: &Path, user: Option<(&str, &str)>) -> Proc {
     p
 }
 
-/// Parses JSON lines, skipping anything that is not JSON.
 /// The event messages (`new`, `update`, `end`; clip messages left out) a subscriber got on
 /// `perch/test-box/events/…`.
 pub fn event_messages(lines: &[Line]) -> Vec<serde_json::Value> {
@@ -254,6 +253,7 @@ pub fn publish_to(config: &Path, port: u16) {
     std::fs::write(config, text).unwrap();
 }
 
+/// Parses JSON lines, skipping anything that is not JSON.
 pub fn json_lines(lines: &[Line]) -> Vec<serde_json::Value> {
     lines.iter().filter_map(|l| serde_json::from_str(&l.text).ok()).collect()
 }
@@ -318,13 +318,13 @@ pub fn subscriber(port: u16, topic: &str, id: &str) -> Proc {
     Proc::spawn(c)
 }
 
-/// A candidate model beside the real one: its ONNX is the real one with `flip` (offset, length) ranges of
-/// bytes XORed with 0x80, and its manifest the real one pointing at it with its checksum.
 /// The bytes `candidate_model` flips for a model that loads and runs but finds other things: 64 KiB of the
 /// weights. Half of that was enough on ../shared's media (disagreement 0.55) but not on the opencv-doc set
 /// (0.09, promoted); 64 KiB gives 0.87 and 0.42 (`perch model shadow` on the photo, the frame, the video).
 pub const PERTURBED: (usize, usize) = (841_821, 65_536);
 
+/// A candidate model beside the real one: its ONNX is the real one with `flip` (offset, length) ranges of
+/// bytes XORed with 0x80, and its manifest the real one pointing at it with its checksum.
 pub fn candidate_model(dir: &Path, name: &str, flip: Option<(usize, usize)>) -> PathBuf {
     let manifest = std::fs::read_to_string(model()).unwrap();
     let mut onnx = std::fs::read(model().with_file_name("yolox_nano.onnx")).unwrap();
