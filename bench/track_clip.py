@@ -9,6 +9,7 @@ frame. perch's detector then runs on the encoded video (`perch detect`), so the 
 model's misses, jitter and false boxes, and both trackers get the same ones.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -30,6 +31,7 @@ def _frames(video, count):
     return np.frombuffer(raw[: n * SIZE[0] * SIZE[1] * 3], np.uint8).reshape(n, SIZE[1], SIZE[0], 3)
 
 
+@functools.lru_cache(maxsize=None)
 def _sprites(perch, photo):
     """Walkers of the photo: the detector's confident, unclipped person boxes that overlap no other."""
     out = subprocess.run([perch, "detect", "--min-score", "0.6", photo], capture_output=True, text=True, check=True).stdout
@@ -85,6 +87,13 @@ def _boxes_at(paths, sprites, t):
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _standing(perch, plaza_png):
+    """The people the detector finds in the empty plaza (the same for every clip)."""
+    out = subprocess.run([perch, "detect", "--min-score", "0.5", plaza_png], capture_output=True, text=True, check=True).stdout
+    return tuple(json.loads(line)["box"] for line in out.splitlines() if json.loads(line)["label"] == "person")
+
+
 def make(perch, media, work, seed=7):
     """Writes the clip (if missing) and returns (video path, ground truth: frame number -> [(id, box)])."""
     video = os.path.join(work, f"walkers-{seed}.mp4")
@@ -101,8 +110,7 @@ def make(perch, media, work, seed=7):
     plaza = np.asarray(Image.open(plaza_png).convert("RGB"))
     # Walkers of the video who stood still stay in the median: they are people in the picture, so they are
     # in the ground truth too (standing, ids from 1000).
-    out = subprocess.run([perch, "detect", "--min-score", "0.5", plaza_png], capture_output=True, text=True, check=True).stdout
-    standing = [json.loads(line)["box"] for line in out.splitlines() if json.loads(line)["label"] == "person"]
+    standing = _standing(perch, plaza_png)
     for f in gt:
         gt[f] += [(1000 + i, b) for i, b in enumerate(standing)]
     if os.path.exists(video):
