@@ -10,6 +10,7 @@
 #   bash bench/detect_vs_python.sh [--image PATH] [--iterations N] [--warmup N] [--threads "1 2"] [--rounds N]
 # or the same through the environment: IMAGE, ITERATIONS, WARMUP, THREADS, ROUNDS.
 # STRICT=1 makes it exit 3 when a goal is missed (default: report only).
+# BENCH_SMOKE=1: 20 iterations, 5 warm-up, 2 rounds: that it runs (CI).
 set -euo pipefail
 
 CALLER_PWD=$PWD
@@ -26,6 +27,7 @@ GOAL_INFERENCE=1.02
 if [[ -z "${IMAGE:-}" ]]; then
     IMAGE=.local/media/pedestrians-frame.jpg # the media set setup installed (scripts/setup.sh)
 fi
+if [ "${BENCH_SMOKE:-0}" = 1 ]; then ITERATIONS=${ITERATIONS:-20}; WARMUP=${WARMUP:-5}; ROUNDS=${ROUNDS:-2}; fi
 ITERATIONS=${ITERATIONS:-200}
 WARMUP=${WARMUP:-20}
 THREADS=${THREADS:-1}
@@ -121,6 +123,8 @@ done
 "$PY" - "$OUT" "$perch_ort_version" "$GOAL_TOTAL" "$GOAL_INFERENCE" "$STRICT" "$LOAD_START" $THREADS <<'EOF'
 import json, os, statistics, sys
 from pathlib import Path
+sys.path.insert(0, "bench")
+from ratio import ratio_line
 
 out, perch_ort, goal_total, goal_inf, strict = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1"
 load_start, threads = sys.argv[6], sys.argv[7:]
@@ -128,7 +132,7 @@ stages = ["preprocess", "inference", "postprocess", "total"]
 missed = False
 
 def load(side, t):
-    return [json.loads(p.read_text()) for p in sorted(out.glob(f"{side}-t{t}-r*.json"))]
+    return [json.loads(p.read_text()) for p in sorted(out.glob(f"{side}-t{t}-r*.json"), key=lambda p: int(p.stem.rsplit("-r", 1)[1]))]
 
 first = load("python", threads[0])[0]
 print(f"image {first['image']} ({first['width']}x{first['height']}), {first['iterations']} iterations per run, "
@@ -159,6 +163,11 @@ for t in threads:
     missed |= not (ok_total and ok_inf)
     print(f"  goal total <= {goal_total}x: {'met' if ok_total else 'NOT met'} ({ratio['total']:.3f}x); "
           f"goal inference <= {goal_inf}x: {'met' if ok_inf else 'NOT met'} ({ratio['inference']:.3f}x)")
+    # Round r of each side ran back to back: the per-round ratios and their spread.
+    for s in ("total", "inference"):
+        goal = goal_total if s == "total" else goal_inf
+        print("  " + ratio_line(f"perch/python {s} ms, {t} thread(s)", [r["median_ms"][s] for r in perch],
+                                [r["median_ms"][s] for r in python], goal=f"<={goal}"))
     rect = load("rect", t)
     if rect and rect[0]["input"] != perch[0]["input"]:
         rm = {s: statistics.median(r["median_ms"][s] for r in rect) for s in stages}

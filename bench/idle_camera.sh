@@ -12,7 +12,7 @@
 #   bash bench/idle_camera.sh
 #   BENCH_SMOKE=1 bash bench/idle_camera.sh      # a few seconds, for CI
 #
-# Settings: CAMERAS (4), DURATION (30 s; smoke 6), ROUNDS (3; smoke 1), WARMUP (12 s; smoke 8),
+# Settings: CAMERAS (4), DURATION (30 s; smoke 6), ROUNDS (3; smoke 2), WARMUP (12 s; smoke 8),
 # IDLE_FPS (the cadence's idle_fps; default: perch's own default).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,7 +20,7 @@ cd "$ROOT"
 [ -f .local/env ] || bash scripts/setup.sh
 # shellcheck source=/dev/null
 source .local/env
-if [ "${BENCH_SMOKE:-0}" = 1 ]; then DURATION=${DURATION:-6}; ROUNDS=${ROUNDS:-1}; WARMUP=${WARMUP:-8}; fi
+if [ "${BENCH_SMOKE:-0}" = 1 ]; then DURATION=${DURATION:-6}; ROUNDS=${ROUNDS:-2}; WARMUP=${WARMUP:-8}; fi
 CAMERAS=${CAMERAS:-4}
 DURATION=${DURATION:-30}
 ROUNDS=${ROUNDS:-3}
@@ -93,5 +93,7 @@ b = statistics.median(busy)
 for name, v in (("busy street, decode all", busy), ("static scene, decode all", static), ("static scene, keyframes_when_idle", keyframes)):
     m = statistics.median(v)
     print(f"{n} cameras, {name}: {m:.3f} cores (rounds {min(v):.3f}..{max(v):.3f}), {m / b:.3f}x busy")
-print(f"ratio idle/busy: {statistics.median(keyframes) / b:.3f}x (goal <= 0.15x); decode all: {statistics.median(static) / b:.3f}x")
 EOF
+# The configurations of a round ran back to back: each round's ratio compares like with like.
+python3 bench/ratio.py "idle/busy (static scene, keyframes_when_idle)" "${cores[keyframes]}" "${cores[busy]}" --goal '<=0.15'
+python3 bench/ratio.py "static scene decoding all/busy" "${cores[static]}" "${cores[busy]}"

@@ -1,34 +1,45 @@
 #!/usr/bin/env bash
-# OTA install throughput: a signed bundle with one 1 GiB image streamed by `perch ota install` into a file
-# slot (signature check, SHA-256 of every chunk against the manifest, write, fsync, flag and state writes),
-# next to the physical limit measured in the same run on the same bytes: a raw sequential read → write of the
-# bundle with SHA-256 computed on the way (`dd | tee SLOT | openssl dgst -sha256`, then `sync SLOT`; openssl
-# uses the CPU's SHA instructions, coreutils' sha256sum does not, so it is shown too), and the disk alone
-# (`dd conv=fsync`, no hashing).
+# OTA install throughput: a signed bundle with one random image streamed by `perch ota install` into a file
+# slot (signature check, SHA-256 of every chunk against the manifest, write with early writeback, fsync,
+# flag and state writes), side by side in one invocation with:
 #
-#   bash bench/ota_install.sh                 # 1 GiB, 3 rounds
-#   SIZE_MIB=256 ROUNDS=5 bash bench/ota_install.sh
+# - the limit (examples/ota_limit.rs): the same bundle read once, each byte hashed once with SHA-256 (the
+#   same sha2 crate), written with the same writeback as perch (1 MiB writes from a second thread,
+#   sync_file_range every 8 MiB, one fsync at the end), nothing else. perch does strictly more work (the
+#   signature, the manifest, state and flag writes), so it should not beat it by more than the noise.
+# - RAUC (Debian's rauc, bench/rauc_side.sh): `rauc install` of a plain bundle holding the same image into a
+#   raw file slot (bootloader=noop), its service started once before the rounds, as on a device. Skipped,
+#   with a line saying so, when rauc is not installed (scripts/setup.sh installs it).
 #
-# Goal: perch ≥ 0.8× the limit (single pass over the payload). WORK picks the folder (default: a new one
-# under /var/tmp, on disk rather than tmpfs); it is removed at the end.
+#   bash bench/ota_install.sh                 # 1 GiB, 5 rounds
+#   SIZE_MIB=256 ROUNDS=3 bash bench/ota_install.sh
+#   BENCH_SMOKE=1 bash bench/ota_install.sh   # 32 MiB, 2 rounds: that it runs (CI)
+#
+# Each round runs every side once, in an order that rotates from round to round; before each side the slot
+# is removed, `sync` flushes what the previous side left, and the bundle is read into the page cache, so
+# each side starts from the same state and pays its own writeback. Every side starts a process (perch's CLI,
+# the limit's binary, RAUC's client) and is timed from its start to its exit. Prints each side's median and the ratio
+# lines (bench/ratio.py): perch's throughput over the limit's (goal >= 0.8x) and over RAUC's. WORK picks the
+# folder (default: a new one under /var/tmp, on disk rather than tmpfs); it is removed at the end.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+if [ "${BENCH_SMOKE:-0}" = 1 ]; then SIZE_MIB=${SIZE_MIB:-32}; ROUNDS=${ROUNDS:-2}; fi
 SIZE_MIB=${SIZE_MIB:-1024}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 WORK=${WORK:-$(mktemp -d -p /var/tmp perch-ota-bench.XXXXXX)}
-trap 'rm -rf "$WORK"' EXIT
+RAUC=$ROOT/bench/rauc_side.sh
+trap 'bash "$RAUC" stop "$WORK" >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 
-cargo build --release --locked
+cargo build --release --locked -q --bin perch --example ota_limit
 PERCH=$ROOT/target/release/perch
+LIMIT=$ROOT/target/release/examples/ota_limit
 now() { date +%s.%N; }
 
-echo "making a ${SIZE_MIB} MiB random image and its bundle in $WORK" >&2
+echo "making a ${SIZE_MIB} MiB random image and its bundles in $WORK" >&2
 head -c "${SIZE_MIB}M" /dev/urandom >"$WORK/rootfs.img"
 "$PERCH" bundle build --compatible bench --version 2.0.0 --image "rootfs=$WORK/rootfs.img" --key ota/dev-keys/dev-1.key -o "$WORK/bench.bundle" >/dev/null
-rm -f "$WORK/rootfs.img"
-BYTES=$(stat -c %s "$WORK/bench.bundle")
-cat >"$WORK/perch.toml" <<EOF
+cat >"$WORK/perch.toml" <<CONF
 device_id = "bench"
 state_dir = "$WORK/state"
 [ota]
@@ -37,80 +48,70 @@ compatible = "bench"
 keyring = "$ROOT/ota/dev-keys/dev-1.pub"
 slot_a = "$WORK/slot-a.img"
 slot_b = "$WORK/slot-b.img"
-EOF
+CONF
 : >"$WORK/slot-a.img"
-# Warm the page cache with the bundle so both sides read it from memory: the comparison is about the work
-# on the bytes and the write to disk, not the first read.
-cat "$WORK/bench.bundle" >/dev/null
+SIDES=(perch limit)
+if command -v rauc >/dev/null; then
+  bash "$RAUC" prepare "$WORK/rauc" "$WORK/rootfs.img"
+  SIDES+=(rauc)
+else
+  echo "rauc: not installed, its side is left out (apt-get install rauc squashfs-tools dbus)" >&2
+fi
 
-HASH=(openssl dgst -sha256)
-command -v openssl >/dev/null || HASH=(sha256sum)
-
-# The limit: read, write and hash the same bytes in one sequential pass, synced (hash: $1...).
-limit() {
-  rm -f "$WORK/slot-b.img"
+# Every side starts from the same state: nothing dirty left by the side before, its input in the page cache.
+fresh() {
+  rm -rf "$WORK/slot-b.img" "$WORK/limit.img" "$WORK/state"
   sync
-  local t0 t1
-  t0=$(now)
-  dd if="$WORK/bench.bundle" bs=1M status=none | tee "$WORK/slot-b.img" | "$@" >/dev/null
-  sync "$WORK/slot-b.img"
-  t1=$(now)
-  echo "$t0 $t1" | awk '{print $2 - $1}'
+  cat "$@" >/dev/null
 }
 
-# The disk alone: the same bytes written and synced, no hashing.
-disk() {
-  rm -f "$WORK/slot-b.img"
-  sync
-  local t0 t1
-  t0=$(now)
-  dd if="$WORK/bench.bundle" of="$WORK/slot-b.img" bs=1M conv=fsync status=none
-  t1=$(now)
-  echo "$t0 $t1" | awk '{print $2 - $1}'
+run_side() {
+  local t0
+  case $1 in
+    perch)
+      fresh "$WORK/bench.bundle"
+      t0=$(now)
+      PERCH_LOG=warn "$PERCH" ota install --quiet -c "$WORK/perch.toml" "$WORK/bench.bundle" >/dev/null
+      ;;
+    limit)
+      fresh "$WORK/bench.bundle"
+      t0=$(now)
+      "$LIMIT" "$WORK/bench.bundle" "$WORK/limit.img" >/dev/null
+      ;;
+    rauc)
+      fresh "$WORK/rauc/bench.raucb"
+      t0=$(now)
+      bash "$RAUC" install "$WORK/rauc"
+      ;;
+  esac
+  echo "$t0 $(now)" | awk '{printf "%.3f", $2 - $1}'
 }
 
-install() {
-  rm -rf "$WORK/slot-b.img" "$WORK/state"
-  sync
-  local t0 t1
-  t0=$(now)
-  PERCH_LOG=warn "$PERCH" ota install --quiet -c "$WORK/perch.toml" "$WORK/bench.bundle" >/dev/null
-  t1=$(now)
-  echo "$t0 $t1" | awk '{print $2 - $1}'
-}
-
-L=()
-P=()
-S=()
-D=()
+declare -A T
 for r in $(seq 1 "$ROUNDS"); do
-  # Alternate which goes first, so drift in the machine hits both alike.
-  if [ $((r % 2)) -eq 1 ]; then
-    L+=("$(limit "${HASH[@]}")")
-    P+=("$(install)")
-  else
-    P+=("$(install)")
-    L+=("$(limit "${HASH[@]}")")
-  fi
-  S+=("$(limit sha256sum)")
-  D+=("$(disk)")
-  echo "round $r: limit ${L[-1]} s, perch ${P[-1]} s, limit with sha256sum ${S[-1]} s, disk alone ${D[-1]} s" >&2
+  n=${#SIDES[@]}
+  line="round $r:"
+  for i in $(seq 0 $((n - 1))); do
+    side=${SIDES[$(((i + r - 1) % n))]}
+    t=$(run_side "$side")
+    T[$side]="${T[$side]:-} $t"
+    line="$line $side $t s,"
+  done
+  echo "${line%,}" >&2
 done
-install >/dev/null # leave the slot as perch wrote it, for the check below
-cmp -s <(tail -c "$((SIZE_MIB << 20))" "$WORK/bench.bundle") "$WORK/slot-b.img" || { echo "slot B does not hold the image" >&2; exit 1; }
+# The last perch and RAUC installs are still in their slots: both must hold the image.
+run_side perch >/dev/null
+cmp -s "$WORK/rootfs.img" "$WORK/slot-b.img" || { echo "perch's slot B does not hold the image" >&2; exit 1; }
+if [ -n "${T[rauc]:-}" ]; then bash "$RAUC" verify "$WORK/rauc" "$WORK/rootfs.img"; fi
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-ML=$(median "${L[@]}")
-MP=$(median "${P[@]}")
-MS=$(median "${S[@]}")
-MD=$(median "${D[@]}")
-awk -v b="$BYTES" -v l="$ML" -v p="$MP" -v s="$MS" -v d="$MD" -v n="$ROUNDS" -v cpu="$(nproc)" -v h="${HASH[*]}" 'BEGIN {
-  m = b / 1048576
-  printf "bundle %.0f MiB, %d rounds, %d CPUs, medians:\n", m, n, cpu
-  printf "  limit: dd | tee slot | %-18s; sync  %6.2f s  %7.1f MiB/s\n", h, l, m / l
-  printf "  perch ota install                               %6.2f s  %7.1f MiB/s\n", p, m / p
-  printf "  (limit with coreutils sha256sum                 %6.2f s  %7.1f MiB/s)\n", s, m / s
-  printf "  (disk alone: dd conv=fsync, no hashing          %6.2f s  %7.1f MiB/s)\n", d, m / d
-  r = l / p
-  printf "  perch / limit throughput: %.2fx  (goal >= 0.8x: %s)\n", r, (r >= 0.8) ? "met" : "NOT met"
-}'
+BYTES=$(stat -c %s "$WORK/bench.bundle")
+median() { python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+echo "bundle $((BYTES >> 20)) MiB, $ROUNDS rounds, $(nproc) CPUs; median seconds and MiB/s:"
+for side in "${SIDES[@]}"; do
+  # shellcheck disable=SC2086
+  m=$(median ${T[$side]})
+  awk -v s="$side" -v m="$m" -v b="$BYTES" 'BEGIN { printf "  %-6s %7.2f s  %7.1f MiB/s\n", s, m, b / 1048576 / m }'
+done
+# Throughput ratios are time ratios inverted: limit time / perch time.
+python3 bench/ratio.py "perch/limit throughput" "${T[limit]}" "${T[perch]}" --goal '>=0.8'
+if [ -n "${T[rauc]:-}" ]; then python3 bench/ratio.py "perch/rauc throughput" "${T[rauc]}" "${T[perch]}"; fi

@@ -23,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ratio import ratio_line
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -274,9 +276,8 @@ def main() -> int:
         print(f"  {n}: detector_busy drops per round {drops}; RSS slope over the second half "
               f"{statistics.median(slope_mb_per_hour(r['samples']) for r in results[n]):+.1f} MB/h")
     for a, b in pairs:
-        print(f"ratio {a}/{b}: cpu {med[a]['cores'] / med[b]['cores']:.3f}x "
-              f"rss {med[a]['peak_rss'] / med[b]['peak_rss']:.3f}x "
-              f"pss {med[a]['peak_pss'] / med[b]['peak_pss']:.3f}x")
+        for label, key in (("cpu", "cores"), ("peak RSS", "peak_rss"), ("peak PSS", "peak_pss")):
+            print(ratio_line(f"{a}/{b} {label}", [r[key] for r in results[a]], [r[key] for r in results[b]]))
     if args.json:
         for n in names:
             for r in results[n]:

@@ -13,7 +13,7 @@
 #   CAMERAS=8 SIDES=perch bash bench/service_vs_python.sh   # one side only (how many cameras it sustains)
 #   DURATION=1800 ROUNDS=1 SIDES=perch bash bench/service_vs_python.sh   # memory over 30 minutes (RSS slope)
 #   BASELINE=/tmp/perch-old bash bench/service_vs_python.sh   # a third side, `before`: an earlier build
-#   BENCH_SMOKE=1 bash bench/service_vs_python.sh        # 2 cameras, 8 s, 1 round: that it runs (CI)
+#   BENCH_SMOKE=1 bash bench/service_vs_python.sh        # 2 cameras, 8 s, 2 rounds: that it runs (CI)
 #
 # Settings: CAMERAS (4), FPS (5), THREADS (1; 0 is ONNX Runtime's default on both sides), DURATION (60),
 # ROUNDS (3), RECORD (0), CADENCE (0: perch detects every frame, like the peer; 1: its adaptive cadence on),
@@ -26,7 +26,7 @@ cd "$ROOT"
 [ -f .local/env ] || bash scripts/setup.sh
 # shellcheck source=/dev/null
 source .local/env
-if [ "${BENCH_SMOKE:-0}" = 1 ]; then CAMERAS=${CAMERAS:-2}; DURATION=${DURATION:-8}; ROUNDS=${ROUNDS:-1}; fi
+if [ "${BENCH_SMOKE:-0}" = 1 ]; then CAMERAS=${CAMERAS:-2}; DURATION=${DURATION:-8}; ROUNDS=${ROUNDS:-2}; fi
 CAMERAS=${CAMERAS:-4}
 FPS=${FPS:-5}
 THREADS=${THREADS:-1}

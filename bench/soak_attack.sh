@@ -107,6 +107,8 @@ half = [p for p in pts if p[0] >= pts[-1][0] / 2]
 print("soak: %d samples over %.0f s; RSS first %.1f MB, peak %.1f MB, last %.1f MB" % (len(pts), pts[-1][0], mb(pts[0][1]), mb(max(y for _, y in pts)), mb(pts[-1][1])))
 print("soak: RSS slope %.2f MB/10min over the run, %.2f MB/10min over its second half" % (mb(slope(pts)) * 600, mb(slope(half)) * 600))
 EOF
+# No peer here: the ratio is perch against itself, RSS at the end over RSS when the attack began (1x: no growth).
+python3 bench/ratio.py "RSS end/start of the attack" "$(tail -1 "$WORK/rss.txt" | cut -d' ' -f2)" "$(head -1 "$WORK/rss.txt" | cut -d' ' -f2)"
 echo "soak: after the attack /health says '${health//$'\n'/}' and the ping reply is ${reply:-missing}"
 grep -c 'WARN\|ERROR' "$WORK/perch.log" | xargs printf 'soak: %s warning/error lines in the log\n'
 kill -TERM "$PERCH_PID"; wait "$PERCH_PID" || true

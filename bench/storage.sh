@@ -10,7 +10,7 @@
 #   PERCH_BASELINE=/tmp/perch-old bash bench/storage.sh   # before/after
 #   BENCH_SMOKE=1 bash bench/storage.sh                   # a few seconds, for CI
 #
-# Settings: DURATION (60 s; smoke 12), ROUNDS (2; smoke 1), QUOTA_GIB (4: the default record.max_bytes).
+# Settings: DURATION (60 s; smoke 12), ROUNDS (2; smoke 2), QUOTA_GIB (4: the default record.max_bytes).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -18,7 +18,7 @@ cd "$ROOT"
 [ -f .local/env ] || bash scripts/setup.sh
 # shellcheck source=/dev/null
 source .local/env
-if [ "${BENCH_SMOKE:-0}" = 1 ]; then DURATION=${DURATION:-12}; ROUNDS=${ROUNDS:-1}; fi
+if [ "${BENCH_SMOKE:-0}" = 1 ]; then DURATION=${DURATION:-12}; ROUNDS=${ROUNDS:-2}; fi
 DURATION=${DURATION:-60}
 ROUNDS=${ROUNDS:-2}
 QUOTA_GIB=${QUOTA_GIB:-4}
@@ -110,13 +110,13 @@ done
 median() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(f'{statistics.median(v):.3f} (rounds {min(v):.3f}..{max(v):.3f})')" "$@"; }
 # shellcheck disable=SC2086
 echo "new: amplification $(median ${amp[new]})"
+# Amplification is already a ratio: bytes stored over the source stream's bytes for the same span (1x: the
+# stream stored once).
+ones=$(for _ in ${amp[new]}; do printf '1 '; done)
+python3 bench/ratio.py "stored/source bytes" "${amp[new]}" "$ones"
 if [ ${#sides[@]} = 2 ]; then
   # shellcheck disable=SC2086
   echo "baseline: amplification $(median ${amp[baseline]})"
-  # shellcheck disable=SC2086
-  python3 -c "
-import statistics, sys
-n = [float(x) for x in sys.argv[1].split()]; b = [float(x) for x in sys.argv[2].split()]
-print(f'ratio new/baseline: storage {statistics.median(n) / statistics.median(b):.3f}x, retained hours {statistics.median(b) / statistics.median(n):.1f}x')
-" "${amp[new]}" "${amp[baseline]}"
+  python3 bench/ratio.py "new/baseline storage" "${amp[new]}" "${amp[baseline]}"
+  python3 bench/ratio.py "new/baseline retained hours" "${amp[baseline]}" "${amp[new]}"
 fi

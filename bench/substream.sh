@@ -8,14 +8,14 @@
 #   bash bench/substream.sh
 #   BENCH_SMOKE=1 bash bench/substream.sh     # a few seconds, for CI
 #
-# Settings: DURATION (40 s; smoke 8), ROUNDS (3; smoke 1), WARMUP (5 s: start-up, not counted, on both).
+# Settings: DURATION (40 s; smoke 8), ROUNDS (3; smoke 2), WARMUP (5 s: start-up, not counted, on both).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 [ -f .local/env ] || bash scripts/setup.sh
 # shellcheck source=/dev/null
 source .local/env
-if [ "${BENCH_SMOKE:-0}" = 1 ]; then DURATION=${DURATION:-8}; ROUNDS=${ROUNDS:-1}; fi
+if [ "${BENCH_SMOKE:-0}" = 1 ]; then DURATION=${DURATION:-8}; ROUNDS=${ROUNDS:-2}; fi
 DURATION=${DURATION:-40}
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-5}
@@ -86,5 +86,5 @@ import statistics, sys
 m = [float(x) for x in sys.argv[1].split()]; s = [float(x) for x in sys.argv[2].split()]
 print(f'decode the 1080p main stream: {statistics.median(m):.3f} cores (rounds {min(m):.3f}..{max(m):.3f})')
 print(f'decode the 360p sub-stream, copy the main: {statistics.median(s):.3f} cores (rounds {min(s):.3f}..{max(s):.3f})')
-print(f'ratio substream/main: {statistics.median(s) / statistics.median(m):.3f}x')
 " "${cores[main]}" "${cores[substream]}"
+python3 bench/ratio.py "substream/main CPU" "${cores[substream]}" "${cores[main]}"

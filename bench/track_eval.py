@@ -29,6 +29,7 @@ import numpy as np
 from norfair import Detection, Tracker
 
 import track_clip
+from ratio import ratio_line
 
 MIN_SCORE = 0.5
 MIN_HITS = 3
@@ -177,6 +178,8 @@ def main():
         print(f"{p['sequence']} at {p['fps']:g} fps: IDF1 perch/norfair {p['idf1'] / max(n['idf1'], 1e-9):.3f}x, "
               f"ID switches {p['id_switches']} vs {n['id_switches']} (per unit of recall {per(p):.0f} vs {per(n):.0f})"
               f"{'' if good else '  <- perch behind'}")
+        # The scores are deterministic (same detections, same seeds): one round, no spread to show.
+        print(ratio_line(f"{p['sequence']} {p['fps']:g} fps IDF1 perch/norfair", [p["idf1"]], [max(n["idf1"], 1e-9)], goal=">=1"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

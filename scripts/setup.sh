@@ -49,6 +49,9 @@ APT_PACKAGES=(
   chromium
   # Packaging checks (tests/packaging.rs): systemd-analyze and systemd-sysusers; a venv for oelint-adv
   systemd python3-venv
+  # The RAUC side of the OTA install benchmark (bench/ota_install.sh, bench/rauc_side.sh): rauc, its bundle
+  # tool's mksquashfs, a private D-Bus for its service
+  rauc squashfs-tools dbus
 )
 if [ "${PERCH_SKIP_APT:-0}" != 1 ]; then
   missing=()

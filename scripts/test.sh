@@ -22,6 +22,10 @@ for f in tests/*.rs; do
 done
 status=0
 cargo test --locked --no-fail-fast --lib --bins "${targets[@]}" || status=1
+# Every benchmark in smoke mode, alone on the machine (several measure CPU in real time): each must run to
+# the end and print its ratio line, so a change that breaks a bench fails here (bench/smoke.sh).
+echo "== bash bench/smoke.sh (every bench in smoke mode)"
+bash bench/smoke.sh || status=1
 # The VM scenarios keep both cores busy for a quarter of an hour; the parked-car test watches a real-time
 # camera for 16 minutes and needs little CPU (one 5 fps stream, detection at 2 fps), so it runs beside them.
 echo "== cargo test --test vm_appliance, and beside it --test parked_car"

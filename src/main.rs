@@ -112,6 +112,10 @@ enum Command {
         /// An H.264 MP4 (e.g. 1080p); read as fast as possible by every stream.
         #[arg(long)]
         input: PathBuf,
+        /// The first seconds of the same input (`ffmpeg -t 6 -c copy`): the difference between the two runs
+        /// of a side is its cost per second of video, start-up taken out.
+        #[arg(long, required_unless_present = "side")]
+        short: Option<PathBuf>,
         #[arg(long, default_value_t = 4)]
         streams: usize,
         #[arg(long, default_value_t = 3)]
@@ -121,6 +125,12 @@ enum Command {
         /// Skip the ffmpeg baseline.
         #[arg(long)]
         no_ffmpeg: bool,
+        /// Run one side in this process (the driver starts `--side perch` as its child).
+        #[arg(long, hide = true, value_parser = ["perch"], requires = "out")]
+        side: Option<String>,
+        /// Where `--side perch` records.
+        #[arg(long, hide = true)]
+        out: Option<PathBuf>,
     },
     /// Update bundles: build, sign, verify, inspect (see ota/README.md).
     #[command(subcommand)]
@@ -451,8 +461,15 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             perch::outln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::BenchRecord { input, streams, rounds, segment_s, no_ffmpeg } => {
-            let report = app::bench_record::run(&input, streams.max(1), rounds.max(1), std::time::Duration::from_secs_f64(segment_s), !no_ffmpeg)?;
+        Command::BenchRecord { input, short, streams, rounds, segment_s, no_ffmpeg, side, out } => {
+            let segment = std::time::Duration::from_secs_f64(segment_s);
+            if let (Some(_), Some(out)) = (side, out) {
+                let o = app::bench_record::perch_side(&input, streams.max(1), segment, &out)?;
+                perch::outln!("{}", serde_json::to_string(&o)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let short = short.expect("clap requires --short");
+            let report = app::bench_record::run(&input, &short, streams.max(1), rounds.max(1), segment, !no_ffmpeg)?;
             perch::outln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }

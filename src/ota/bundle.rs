@@ -438,11 +438,15 @@ pub fn verify(bundle: &Path, keyring: Option<&Keyring>) -> Result<(Header, Optio
 
 // --- reading a bundle: shared by the slot install (install.rs) and the file install (extract.rs) ---
 
-/// Hashes what the install reads and fails the read once the install is cancelled.
+/// Fails the read once the install is cancelled and, when a command names the SHA-256 of the whole bundle
+/// file, hashes what the install reads. Without one nothing is hashed here: the signed manifest's per-chunk
+/// SHA-256 already covers every payload byte (`read_chunk`), and a second digest of the same bytes would
+/// double the install's hashing for nothing.
 pub(super) struct Tap<'a> {
-    pub(super) inner: &'a mut dyn Read,
-    pub(super) hasher: Sha256,
-    pub(super) cancel: Option<Arc<AtomicBool>>,
+    inner: &'a mut dyn Read,
+    /// The digest the command names, and the running hash of the bytes read so far.
+    want: Option<(String, Sha256)>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Read for Tap<'_> {
@@ -454,17 +458,24 @@ impl Read for Tap<'_> {
         // A read that was waiting when the cancel came (a stalled server) ends at the stall timeout: it
         // is the cancel that ended the install.
         let n = self.inner.read(buf).map_err(|e| if cancelled() { std::io::Error::other("the install was cancelled") } else { e })?;
-        self.hasher.update(&buf[..n]);
+        if let Some((_, hasher)) = self.want.as_mut() {
+            hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
 
-impl Tap<'_> {
-    /// Checks the SHA-256 of everything read so far against the one a command names, if it names one.
-    pub(super) fn check_sha(&mut self, want: Option<&str>) -> Result<(), OtaError> {
-        let Some(want) = want else { return Ok(()) };
-        let got = crate::util::fs::hex(&std::mem::take(&mut self.hasher).finalize());
-        if !got.eq_ignore_ascii_case(want.trim()) {
+impl<'a> Tap<'a> {
+    /// `want`: the SHA-256 (hex) the whole bundle file must have, if a command names one.
+    pub(super) fn new(inner: &'a mut dyn Read, want: Option<&str>, cancel: Option<Arc<AtomicBool>>) -> Self {
+        Tap { inner, want: want.map(|w| (w.trim().to_string(), Sha256::new())), cancel }
+    }
+
+    /// Checks the SHA-256 of everything read so far against the one the command names, if it names one.
+    pub(super) fn check_sha(&mut self) -> Result<(), OtaError> {
+        let Some((want, hasher)) = self.want.take() else { return Ok(()) };
+        let got = crate::util::fs::hex(&hasher.finalize());
+        if !got.eq_ignore_ascii_case(&want) {
             return Err(OtaError::Bundle(format!("the bundle's SHA-256 is {got}, not the {want} the command names: the server holds another file")));
         }
         Ok(())

@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use sha2::{Digest, Sha256};
-
 use super::OtaError;
 use super::bundle::{Header, Keyring, Manifest, Tap, check_release, expect_end, read_chunk};
 
@@ -29,7 +27,7 @@ pub struct Expect {
 
 /// Verifies the bundle read from `source` and writes its images as files under `dest`.
 pub fn extract(source: &mut dyn Read, keyring: &Keyring, expect: &Expect, dest: &Path, cancel: Option<Arc<AtomicBool>>) -> Result<Manifest, OtaError> {
-    let mut r = Tap { inner: source, hasher: Sha256::new(), cancel };
+    let mut r = Tap::new(source, expect.sha256.as_deref(), cancel);
     let (header, _) = Header::read(&mut r)?.verify(keyring)?;
     let m = header.manifest;
     m.check()?;
@@ -58,7 +56,7 @@ pub fn extract(source: &mut dyn Read, keyring: &Keyring, expect: &Expect, dest: 
             f.sync_all().map_err(|e| io("sync", &path, e))?;
         }
         expect_end(&mut r)?;
-        r.check_sha(expect.sha256.as_deref())?;
+        r.check_sha()?;
         let manifest = serde_json::to_vec_pretty(&m).expect("manifest serializes");
         super::state::write_atomic(&part.join("bundle.json"), &manifest)?;
         if dest.exists() {
@@ -84,6 +82,7 @@ mod tests {
     use crate::ota::bundle::{ImageSource, build};
     use crate::util::fs::hex;
     use ed25519_dalek::SigningKey;
+    use sha2::{Digest, Sha256};
 
     fn key(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::bundle::Manifest;
 use super::bundle::Tap;
@@ -109,7 +108,7 @@ impl Ota {
     /// the command names.
     fn download(&self, url: &str, dest: &Path, opts: &InstallOptions) -> Result<(), OtaError> {
         let mut source = open_source(url, self.cfg.ca_file.as_deref(), self.cfg.download_stall())?;
-        let mut r = Tap { inner: &mut *source, hasher: Sha256::new(), cancel: opts.cancel.clone() };
+        let mut r = Tap::new(&mut *source, opts.expect_sha256.as_deref(), opts.cancel.clone());
         let io = |what: &str, e: std::io::Error| OtaError::io(format!("cannot {what} {}", dest.display()), e);
         let mut f = File::create(dest).map_err(|e| io("create", e))?;
         let mut buf = vec![0u8; 1 << 20];
@@ -127,7 +126,7 @@ impl Ota {
             }
         }
         f.sync_all().map_err(|e| io("sync", e))?;
-        r.check_sha(opts.expect_sha256.as_deref())
+        r.check_sha()
     }
 
     /// Waits until the install unit has consumed `bundle` (handed over at `handed`) and recorded how it

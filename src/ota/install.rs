@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 
-use sha2::{Digest, Sha256};
-
 use super::bundle::{Header, Keyring, Manifest, Tap, check_release, expect_end, read_chunk};
 use super::state::Event;
 use super::version::Version;
@@ -136,7 +134,7 @@ impl Ota {
         if lock.try_lock().is_err() {
             return Err(OtaError::Refused("another install is running: wait for it to finish".into()));
         }
-        let mut r = Tap { inner: source, hasher: Sha256::new(), cancel: opts.cancel.clone() };
+        let mut r = Tap::new(source, opts.expect_sha256.as_deref(), opts.cancel.clone());
         let Checked { header, target, total } = self.check_header(&mut r, opts)?;
         let m = &header.manifest;
         let start = Event::StartInstall { slot: target, version: m.version.clone(), total };
@@ -146,7 +144,7 @@ impl Ota {
         self.backend.write(&flags.begin_install(target))?;
         self.transition(start, &format!("installing {} into slot {target}", m.version))?;
 
-        let result = self.write_payload(&mut r, m, target, opts.cancel.as_deref(), progress).and_then(|_| r.check_sha(opts.expect_sha256.as_deref()));
+        let result = self.write_payload(&mut r, m, target, opts.cancel.as_deref(), progress).and_then(|_| r.check_sha());
         if let Err(e) = result {
             self.transition(Event::InstallFailed { reason: e.to_string() }, &format!("install failed: {e}"))?;
             return Err(e);
