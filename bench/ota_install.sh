@@ -14,6 +14,7 @@
 #   bash bench/ota_install.sh                 # 1 GiB, 5 rounds
 #   SIZE_MIB=256 ROUNDS=3 bash bench/ota_install.sh
 #   BENCH_SMOKE=1 bash bench/ota_install.sh   # 32 MiB, 2 rounds: that it runs (CI)
+#   PERCH_BASELINE=/path/to/older/perch bash bench/ota_install.sh   # adds that build as a side, "before"
 #
 # Each round runs every side once, in an order that rotates from round to round; before each side the slot
 # is removed, `sync` flushes what the previous side left, and the bundle is read into the page cache, so
@@ -51,6 +52,7 @@ slot_b = "$WORK/slot-b.img"
 CONF
 : >"$WORK/slot-a.img"
 SIDES=(perch limit)
+[ -z "${PERCH_BASELINE:-}" ] || SIDES+=(before)
 if command -v rauc >/dev/null; then
   bash "$RAUC" prepare "$WORK/rauc" "$WORK/rootfs.img"
   SIDES+=(rauc)
@@ -68,10 +70,12 @@ fresh() {
 run_side() {
   local t0
   case $1 in
-    perch)
+    perch | before)
+      local bin=$PERCH
+      [ "$1" = perch ] || bin=$PERCH_BASELINE
       fresh "$WORK/bench.bundle"
       t0=$(now)
-      PERCH_LOG=warn "$PERCH" ota install --quiet -c "$WORK/perch.toml" "$WORK/bench.bundle" >/dev/null
+      PERCH_LOG=warn "$bin" ota install --quiet -c "$WORK/perch.toml" "$WORK/bench.bundle" >/dev/null
       ;;
     limit)
       fresh "$WORK/bench.bundle"
@@ -115,3 +119,4 @@ done
 # Throughput ratios are time ratios inverted: limit time / perch time.
 python3 bench/ratio.py "perch/limit throughput" "${T[limit]}" "${T[perch]}" --goal '>=0.8'
 if [ -n "${T[rauc]:-}" ]; then python3 bench/ratio.py "perch/rauc throughput" "${T[rauc]}" "${T[perch]}"; fi
+if [ -n "${T[before]:-}" ]; then python3 bench/ratio.py "perch/before throughput" "${T[before]}" "${T[perch]}"; fi
