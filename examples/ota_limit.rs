@@ -11,16 +11,17 @@
 //! ```
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 
+use perch::ota::bundle::{DEFAULT_CHUNK, read_full};
+use perch::ota::install::{BUFFERS, WRITEBACK_STEP};
+use perch::util::fs::hex;
 use sha2::{Digest, Sha256};
 
-/// perch's bundle chunk (`ota::bundle::DEFAULT_CHUNK`), writeback step and buffers in flight (install.rs).
-const CHUNK: usize = 1 << 20;
-const WRITEBACK_STEP: u64 = 8 << 20;
-const BUFFERS: usize = 4;
+/// perch's bundle chunk: the limit reads and writes in the same units as the install.
+const CHUNK: usize = DEFAULT_CHUNK as usize;
 
 fn write_loop(mut f: File, rx: mpsc::Receiver<Vec<u8>>, back: mpsc::Sender<Vec<u8>>) -> std::io::Result<()> {
     let (mut pos, mut kicked) = (0u64, 0u64);
@@ -65,17 +66,6 @@ fn main() -> std::io::Result<()> {
     }
     drop(tx);
     writer.join().expect("writer thread")?;
-    println!("{}", hash.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>());
+    println!("{}", hex(&hash.finalize()));
     Ok(())
-}
-
-fn read_full(r: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }

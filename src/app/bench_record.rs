@@ -231,16 +231,16 @@ pub fn run(input: &Path, short: &Path, streams: usize, rounds: usize, segment: D
     for round in 0..rounds {
         let out = tempfile_dir(round)?;
         let perch_first = round % 2 == 0 || !with_ffmpeg;
-        let mut ff = None;
-        if !perch_first {
-            ff = Some((ffmpeg_run(short, streams, segment, &out.join("fs"))?, ffmpeg_run(input, streams, segment, &out.join("fl"))?));
-        }
+        let ffmpeg = || -> anyhow::Result<(Run, Run)> {
+            Ok((ffmpeg_run(short, streams, segment, &out.join("fs"))?, ffmpeg_run(input, streams, segment, &out.join("fl"))?))
+        };
+        let mut ff = if perch_first { None } else { Some(ffmpeg()?) };
         let (ps, vs) = perch_run(short, streams, segment, &out.join("ps"))?;
         let (pl, vl) = perch_run(input, streams, segment, &out.join("pl"))?;
         anyhow::ensure!(vl > vs && vs > 0.0, "cannot tell the durations of {} ({vl} s) and {} ({vs} s)", input.display(), short.display());
         video = (vs, vl);
         if perch_first && with_ffmpeg {
-            ff = Some((ffmpeg_run(short, streams, segment, &out.join("fs"))?, ffmpeg_run(input, streams, segment, &out.join("fl"))?));
+            ff = Some(ffmpeg()?);
         }
         let _ = std::fs::remove_dir_all(&out);
         results.push(Round {

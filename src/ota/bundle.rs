@@ -528,6 +528,23 @@ pub(super) fn expect_end(r: &mut dyn Read) -> Result<(), OtaError> {
 mod tests {
     use super::*;
 
+    /// Reads all of `data` through a tap that wants `want`, then checks the digest.
+    fn tap_check(data: &[u8], want: Option<&str>) -> Result<(), OtaError> {
+        let mut src = data;
+        let mut tap = Tap::new(&mut src, want, None);
+        std::io::copy(&mut tap, &mut std::io::sink()).unwrap();
+        tap.check_sha()
+    }
+
+    #[test]
+    fn the_whole_bundle_is_checked_against_the_digest_a_command_names_and_only_then() {
+        let data = b"a bundle's bytes".repeat(1000);
+        assert!(tap_check(&data, None).is_ok(), "no digest named: nothing to check");
+        assert!(tap_check(&data, Some(&format!(" {} ", hex(&Sha256::digest(&data)).to_uppercase()))).is_ok());
+        let e = tap_check(&data, Some(&"00".repeat(32))).unwrap_err().to_string();
+        assert!(e.contains("the server holds another file"), "{e}");
+    }
+
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])
     }

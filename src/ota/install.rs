@@ -34,9 +34,9 @@ pub struct InstallOptions {
 }
 
 /// Buffers in flight between the reader and the writer.
-const BUFFERS: usize = 4;
+pub const BUFFERS: usize = 4;
 /// Written bytes between two writeback kicks.
-const WRITEBACK_STEP: u64 = 8 << 20;
+pub const WRITEBACK_STEP: u64 = 8 << 20;
 /// Progress is saved to the state file (and so reaches `…/ota/state`) at most this often.
 const PROGRESS_STEP: u64 = 64 << 20;
 
