@@ -103,7 +103,8 @@ for r in $(seq 1 "$ROUNDS"); do
   done
   echo "${line%,}" >&2
 done
-# The last perch and RAUC installs are still in their slots: both must hold the image.
+# Each side starts by removing perch's slot: install once more, untimed, to check what it wrote. RAUC's
+# slot holds its last install.
 run_side perch >/dev/null
 cmp -s "$WORK/rootfs.img" "$WORK/slot-b.img" || { echo "perch's slot B does not hold the image" >&2; exit 1; }
 if [ -n "${T[rauc]:-}" ]; then bash "$RAUC" verify "$WORK/rauc" "$WORK/rootfs.img"; fi

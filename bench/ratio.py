@@ -9,7 +9,7 @@ NUMERATORS and DENOMINATORS: one value per round, comma- or space-separated, in 
     ratio NAME: 0.934x (rounds 0.921 0.934 0.951; spread 0.921..0.951) goal <= 0.8x: NOT met
 
 bench/smoke.sh (run by CI) fails a bench that prints no `ratio ` line. Exit status 1 on bad input (no
-rounds, a different count on each side, a zero denominator): a bench never prints a ratio it could not
+rounds, a different count on each side, a figure of 0 or below): a bench never prints a ratio it could not
 compute.
 """
 
@@ -27,8 +27,11 @@ def ratio_line(name, num, den, goal=None, digits=3):
     """The line for per-round values `num` and `den` (same order); raises ValueError on bad input."""
     if not num or len(num) != len(den):
         raise ValueError(f"{name}: {len(num)} numerators and {len(den)} denominators; give one of each per round")
-    if any(d == 0 for d in den):
-        raise ValueError(f"{name}: a denominator is 0 (a side measured nothing); check that side's output")
+    if any(x <= 0 for x in num + den):
+        # A cost or a rate is positive: zero means a side measured nothing, below zero that its figure is
+        # inside the noise (a difference of two runs).
+        raise ValueError(f"{name}: a figure is 0 or below ({num} / {den}): a side measured nothing, or less than "
+                         f"its noise; check that side's output, or lengthen the run")
     r = [n / d for n, d in zip(num, den)]
     f = lambda x: f"{x:.{digits}f}"
     line = f"ratio {name}: {f(statistics.median(r))}x (rounds {' '.join(map(f, r))}; spread {f(min(r))}..{f(max(r))})"

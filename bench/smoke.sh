@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every benchmark in smoke mode (BENCH_SMOKE=1: a few iterations, small inputs), one after the other: CI runs
 # this (scripts/test.sh) so that no bench rots unnoticed. A bench fails here when it exits non-zero, runs past
-# its time limit, or prints no ratio line (`ratio NAME: 0.93x (rounds …; spread …)`, bench/ratio.py). Smoke
-# figures are not measurements: full runs stay manual, on a quiet machine (bench/README.md).
+# its time limit, or prints no ratio line (`ratio NAME: 0.93x (rounds …; spread …)`, bench/ratio.py), or a
+# ratio line not in that form (a negative or missing figure). Smoke figures are not measurements: full runs
+# stay manual, on a quiet machine (bench/README.md).
 #
 #   bash bench/smoke.sh                 # all of them
 #   bash bench/smoke.sh ota_install record
@@ -35,11 +36,15 @@ for n in "${names[@]}"; do
   BENCH_SMOKE=1 timeout --kill-after=10 "$LIMIT_S" bash "bench/$n.sh" >"$log" 2>&1
   rc=$?
   secs=$(($(date +%s) - start))
-  ratios=$(grep -E '^ *ratio [^:]+: [0-9.]+x \(rounds [0-9. ]+; spread [0-9.]+\.\.[0-9.]+\)' "$log")
+  good='^ *ratio [^:]+: [0-9.]+x \(rounds [0-9. ]+; spread [0-9.]+\.\.[0-9.]+\)'
+  ratios=$(grep -E "$good" "$log")
+  bad=$(grep -E '^ *ratio ' "$log" | grep -vE "$good")
   if [ "$rc" -ne 0 ]; then
     why="exit $rc$([ "$rc" = 124 ] && echo " (ran past ${LIMIT_S} s)")"
   elif [ -z "$ratios" ]; then
     why="printed no ratio line"
+  elif [ -n "$bad" ]; then
+    why="printed a ratio line that is not a positive figure with its rounds: $bad"
   else
     echo "ok   $n (${secs} s)"
     echo "$ratios" | sed 's/^ */       /'
