@@ -36,7 +36,12 @@ if [ ! -f "$media/street-camera.mp4" ]; then
 fi
 if [ ! -f "$media/static-camera.mp4" ]; then
   # The setup's photo with nobody in it: dog-bicycle-car.jpg (../shared) or parked-van.jpg (opencv-doc).
-  photo=$(ls "$PERCH_MEDIA"/dog-bicycle-car.jpg "$PERCH_MEDIA"/parked-van.jpg 2>/dev/null | head -1)
+  # (A loop, not `ls a b | head`: ls exits 2 when one of them is missing, and pipefail ends the script.)
+  photo=
+  for p in "$PERCH_MEDIA"/dog-bicycle-car.jpg "$PERCH_MEDIA"/parked-van.jpg; do
+    [ -f "$p" ] && { photo=$p; break; }
+  done
+  [ -n "$photo" ] || { echo "no still photo in $PERCH_MEDIA (dog-bicycle-car.jpg or parked-van.jpg): run scripts/setup.sh" >&2; exit 1; }
   ffmpeg -nostdin -v error -y -loop 1 -t 60 -i "$photo" \
     -vf "scale=1280:720,setsar=1,noise=alls=6:allf=t,format=yuv420p" "${camera_like[@]}" "$media/static-camera.tmp.mp4"
   mv "$media/static-camera.tmp.mp4" "$media/static-camera.mp4"

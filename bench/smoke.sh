@@ -24,6 +24,10 @@ if [ $# -gt 0 ]; then names=("$@"); else
     [[ "$HELPERS" == *" $n "* ]] || names+=("$n")
   done
 fi
+# A bench dies on `set -e` without a word; this trap, sourced by every bash it starts, names the command.
+err_trap=$LOGS/.err-trap.sh
+# shellcheck disable=SC2016
+echo 'trap '\''echo "${BASH_SOURCE[0]:-bash}: line $LINENO: \`$BASH_COMMAND\` exited $?" >&2'\'' ERR' >"$err_trap"
 failed=()
 for n in "${names[@]}"; do
   log=$LOGS/$n.log
@@ -33,7 +37,7 @@ for n in "${names[@]}"; do
     continue
   fi
   start=$(date +%s)
-  BENCH_SMOKE=1 timeout --kill-after=10 "$LIMIT_S" bash "bench/$n.sh" >"$log" 2>&1
+  BASH_ENV=$err_trap BENCH_SMOKE=1 timeout --kill-after=10 "$LIMIT_S" bash "bench/$n.sh" >"$log" 2>&1
   rc=$?
   secs=$(($(date +%s) - start))
   good='^ *ratio [^:]+: [0-9.]+x \(rounds [0-9. ]+; spread [0-9.]+\.\.[0-9.]+\)'
