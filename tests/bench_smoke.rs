@@ -1,6 +1,6 @@
 //! `bench/smoke.sh`, the runner CI uses to keep every bench alive, judges fake benches: it must pass a
 //! bench that prints a well-formed ratio line and fail one that crashes, prints none, prints a negative
-//! figure beside a good one, or has no smoke mode.
+//! figure beside a good one, has no smoke mode, or dies silently on `set -e` (the runner names the command).
 
 use std::path::Path;
 use std::process::Command;
@@ -33,6 +33,8 @@ fn a_bench_that_crashes_prints_no_ratio_or_a_negative_one_fails() {
         ("silent", "# BENCH_SMOKE\necho 'perch 1.2 ms, peer 1.3 ms'\n".to_string(), "printed no ratio line"),
         ("negative", format!("# BENCH_SMOKE\n{GOOD}\necho 'ratio a/b: -9.233x (rounds -22.216 3.749; spread -22.216..3.749)'\n"), "not a positive figure"),
         ("nosmoke", format!("{GOOD}\n"), "no smoke mode"),
+        // A `set -e` death prints nothing of its own: the runner's ERR trap names the command and line.
+        ("quiet", "set -euo pipefail\n# BENCH_SMOKE\nx=$(ls /nonexistent / 2>/dev/null | head -1)\n".to_string(), "line 3: `x=$(ls /nonexistent"),
     ];
     for (name, body, why) in cases {
         let (ok, out) = judge(name, &body);
