@@ -238,7 +238,6 @@ fn secs(a: SystemTime, b: SystemTime) -> f64 {
     a.duration_since(b).unwrap_or(Duration::ZERO).as_secs_f64()
 }
 
-/// Bottom centre of a box, as a fraction of the picture: where the object stands.
 /// Whether an object is predicted to have walked out of the picture: no part of its predicted box is in it.
 /// It is then matched to nothing: whatever box is there is someone else — most often someone entering
 /// where it left, who would take its identity (on TUD-Stadtmitte at 2 fps, 325 identity switches without
@@ -249,6 +248,7 @@ fn left_the_picture(p: &[f32; 4], size: (u32, u32)) -> bool {
     p[2] <= 0.0 || p[3] <= 0.0 || p[0] >= size.0 as f32 || p[1] >= size.1 as f32
 }
 
+/// Bottom centre of a box, as a fraction of the picture: where the object stands.
 fn ground(b: &[f32; 4], size: (u32, u32)) -> [f32; 2] {
     [(b[0] + b[2]) / 2.0 / size.0 as f32, b[3] / size.1 as f32]
 }
