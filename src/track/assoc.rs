@@ -59,11 +59,7 @@ mod tests {
     }
 
     fn settled_at(x: f32) -> (BoxFilter, [f32; 4]) {
-        let mut f = BoxFilter::new(&person(x));
-        for _ in 0..10 {
-            f.predict(0.2);
-            f.update(&person(x));
-        }
+        let mut f = BoxFilter::settled(&person(x), 0.2);
         f.predict(0.2);
         (f, f.bbox())
     }

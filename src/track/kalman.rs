@@ -154,6 +154,19 @@ impl BoxFilter {
 }
 
 #[cfg(test)]
+impl BoxFilter {
+    /// A filter that has seen `bbox` stand still for ten sightings `dt` seconds apart (tests).
+    pub(crate) fn settled(bbox: &[f32; 4], dt: f32) -> Self {
+        let mut f = Self::new(bbox);
+        for _ in 0..10 {
+            f.predict(dt);
+            f.update(bbox);
+        }
+        f
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -182,11 +195,7 @@ mod tests {
 
     #[test]
     fn uncertainty_grows_without_sightings_and_shrinks_with_them() {
-        let mut f = BoxFilter::new(&boxed(500.0, 500.0));
-        for _ in 0..10 {
-            f.predict(0.2);
-            f.update(&boxed(500.0, 500.0));
-        }
+        let f = BoxFilter::settled(&boxed(500.0, 500.0), 0.2);
         let probe = boxed(560.0, 500.0);
         let settled = f.distance2(&probe);
         let mut lost = f;
@@ -215,11 +224,7 @@ mod tests {
 
     #[test]
     fn a_box_cut_short_for_a_frame_does_not_shrink_the_prediction_away() {
-        let mut f = BoxFilter::new(&boxed(300.0, 300.0));
-        for _ in 0..10 {
-            f.predict(0.5);
-            f.update(&boxed(300.0, 300.0));
-        }
+        let mut f = BoxFilter::settled(&boxed(300.0, 300.0), 0.5);
         // A walker passes in front: the box is half as wide for one frame, then the object is hidden.
         f.predict(0.5);
         f.update(&[275.0, 200.0, 325.0, 400.0]);
