@@ -56,10 +56,12 @@ pub struct TrackerConfig {
     /// that overlaps less still may when its centre is where the track's motion says it should be.
     /// Also the overlap at which an object is "in the same place" as one that just ended (`cooldown_s`).
     pub iou_match: f32,
-    /// Sightings an object needs before it becomes an event (`new`).
+    /// Sightings an object needs before it becomes an event (`new`): the first, and each later one that
+    /// lands close to its prediction ([`super::assoc::VOUCH`]).
     pub min_hits: u32,
     /// Frames in a row an object that is not an event yet may go unseen and still become one (a missed
-    /// detection, a frame dropped while the detector was busy).
+    /// detection, a frame dropped while the detector was busy); one only, when that leaves it unseen for
+    /// longer than [`super::TENTATIVE_GAP_S`].
     pub tentative_misses: u32,
     /// Second-stage detections: boxes scoring from this up to the camera's `min_score` only continue
     /// objects that are already events (a walker half hidden scores low), never start one or confirm it. The
